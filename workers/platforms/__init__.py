@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from orchestrator.errors import PlatformUnavailableError
 from orchestrator.settings import Settings
@@ -22,16 +22,23 @@ ENTRY_POINT_GROUP = "agentfleet.platforms"
 
 
 @cache
-def _registry() -> dict[str, type[Platform]]:
-    found: dict[str, type[Platform]] = {}
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
+def _registry() -> dict[str, EntryPoint]:
+    return {entry.name: entry for entry in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+@cache
+def _adapter(name: str) -> type[Platform]:
+    entry = _registry().get(name)
+    if entry is None:
+        known = ", ".join(platform_names()) or "none"
+        raise PlatformUnavailableError(f"no adapter for platform {name!r} (installed: {known})")
+    try:
         adapter = entry.load()
-        if not (isinstance(adapter, type) and issubclass(adapter, Platform)):
-            raise PlatformUnavailableError(
-                f"entry point {entry.name!r} in {ENTRY_POINT_GROUP} is not a Platform subclass"
-            )
-        found[entry.name] = adapter
-    return found
+    except Exception as err:  # a broken third-party adapter must not break the others
+        raise PlatformUnavailableError(f"adapter for platform {name!r} fails to load: {err}")
+    if not (isinstance(adapter, type) and issubclass(adapter, Platform)):
+        raise PlatformUnavailableError(f"entry point {name!r} is not a Platform subclass")
+    return adapter
 
 
 def platform_names() -> list[str]:
@@ -41,8 +48,4 @@ def platform_names() -> list[str]:
 
 def load_platform(name: str, settings: Settings) -> Platform:
     """Instantiate the adapter for `name`, or raise PlatformUnavailableError."""
-    adapter = _registry().get(name)
-    if adapter is None:
-        known = ", ".join(platform_names()) or "none"
-        raise PlatformUnavailableError(f"no adapter for platform {name!r} (installed: {known})")
-    return adapter(settings)
+    return _adapter(name)(settings)

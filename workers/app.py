@@ -1,0 +1,58 @@
+"""The Celery app: JSON only, late acks, one message in hand per slot, queues per platform."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from orchestrator.connection import redis_url
+from orchestrator.settings import Settings
+
+SPAWN_TASK = "agentfleet.spawn"
+QUEUE_PREFIX = "agentfleet."
+
+
+def queue_for(platform: str) -> str:
+    """The queue that carries the spawns of one platform."""
+    return f"{QUEUE_PREFIX}{platform}"
+
+
+def create_app(settings: Settings, url: str | None = None) -> Celery:
+    """A Celery app bound to the configured Redis; it registers the spawn task."""
+    app = Celery("agentfleet", set_as_current=False)
+    app.conf.update(
+        broker_url=url or redis_url(settings),
+        broker_connection_retry_on_startup=True,
+        # A message unacked longer than this is delivered again while the first copy may
+        # still run: keep it above the longest allowed agent timeout.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        event_serializer="json",
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=False,
+        worker_prefetch_multiplier=1,
+        task_default_queue=queue_for("default"),
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+    )
+    if url is None and settings.redis_tls_ca_file is not None:
+        app.conf.broker_use_ssl = {"ssl_ca_certs": str(settings.redis_tls_ca_file)}
+
+    from workers.tasks import register
+
+    register(app)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `celery -A workers.app flower` reads `app`: build it from the environment on first
+    # use, never at import.
+    if name == "app":
+        return create_app(Settings())
+    raise AttributeError(name)

@@ -1,0 +1,259 @@
+"""The subprocess runner: one agent process, its own process group, killed as a group.
+
+The runner never uses a shell. It feeds the prompt on stdin, captures stdout up to a byte
+cap (draining and dropping the rest, so memory stays bounded), keeps a short stderr tail
+and enforces the agent's timeout itself: TERM to the group, a short grace, then KILL.
+Every process it starts carries a marker variable naming the attempt, so descendants
+that left the group (a new session) are still found and killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from workers.platforms.base import Invocation, ProcessResult, tail_text
+
+MARKER_VAR = "AGENTFLEET_AGENT_TOKEN"
+STDERR_TAIL_BYTES = 8192
+READ_CHUNK_BYTES = 65536
+POLL_S = 0.25
+
+
+class SpawnFailedError(Exception):
+    """Raised inside the runner when the agent process could not be started at all."""
+
+
+@dataclass
+class Capture:
+    """Bounded buffers for one process's stdout and stderr."""
+
+    max_output_bytes: int
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr: bytearray = field(default_factory=bytearray)
+    truncated: bool = False
+
+    def add_stdout(self, data: bytes) -> None:
+        room = self.max_output_bytes - len(self.stdout)
+        if len(data) > room:
+            self.truncated = True
+            data = data[: max(room, 0)]
+        self.stdout += data
+
+    def add_stderr(self, data: bytes) -> None:
+        self.stderr += data
+        del self.stderr[:-STDERR_TAIL_BYTES]
+
+
+def build_env(
+    source: Mapping[str, str],
+    allowlist: list[str],
+    prefixes: tuple[str, ...],
+    extra: Mapping[str, str],
+) -> dict[str, str]:
+    """The agent's environment: allowlisted names from `source`, then `extra` on top."""
+    env = {name: source[name] for name in allowlist if name in source}
+    env.update({k: v for k, v in source.items() if prefixes and k.startswith(prefixes)})
+    env.update(extra)
+    return env
+
+
+def run_process(
+    invocation: Invocation,
+    env: dict[str, str],
+    token: str,
+    timeout_s: float,
+    max_output_bytes: int,
+    kill_grace_s: float,
+    stop: threading.Event | None = None,
+) -> ProcessResult:
+    """Run one agent process to its end, its timeout, or `stop`; never raises for the agent."""
+    started = time.monotonic()
+    process = _start(invocation, {**env, MARKER_VAR: token})
+    capture = Capture(max_output_bytes)
+    timed_out = False
+    try:
+        timed_out = _pump(process, invocation.stdin, capture, started + timeout_s, stop)
+    finally:
+        _kill_all(process, token, kill_grace_s if timed_out or _stopped(stop) else 0.0)
+
+    return ProcessResult(
+        exit_code=process.returncode if process.returncode >= 0 else None,
+        signal=-process.returncode if process.returncode < 0 else None,
+        stdout=bytes(capture.stdout),
+        stdout_truncated=capture.truncated,
+        stderr_tail=tail_text(bytes(capture.stderr)),
+        timed_out=timed_out,
+        duration_s=round(time.monotonic() - started, 6),
+    )
+
+
+def _stopped(stop: threading.Event | None) -> bool:
+    return stop is not None and stop.is_set()
+
+
+def _start(invocation: Invocation, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(
+            invocation.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=invocation.cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as err:
+        raise SpawnFailedError(f"cannot start {invocation.argv[0]!r}: {err.strerror}") from err
+
+
+def _pump(
+    process: subprocess.Popen[bytes],
+    stdin: bytes,
+    capture: Capture,
+    deadline: float,
+    stop: threading.Event | None,
+) -> bool:
+    """Feed stdin and drain the pipes until the process exits; True when it timed out."""
+    assert process.stdin and process.stdout and process.stderr
+    with selectors.DefaultSelector() as selector:
+        _register_pipes(selector, process, stdin)
+        pending = memoryview(stdin)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            if _stopped(stop):
+                return False
+            if not selector.get_map() and process.poll() is not None:
+                return False
+            if not selector.get_map():
+                _wait_exit(process, min(remaining, POLL_S))
+                continue
+            for key, _ in selector.select(min(remaining, POLL_S)):
+                pending = _service(selector, key, pending, capture)
+            if process.poll() is not None and not pending:
+                # The agent exited; what its leftovers still print is read briefly below.
+                _drain_briefly(selector, capture)
+                return False
+
+
+def _register_pipes(
+    selector: selectors.BaseSelector, process: subprocess.Popen[bytes], stdin: bytes
+) -> None:
+    assert process.stdin and process.stdout and process.stderr
+    selector.register(process.stdout, selectors.EVENT_READ, "stdout")
+    selector.register(process.stderr, selectors.EVENT_READ, "stderr")
+    os.set_blocking(process.stdin.fileno(), False)
+    if stdin:
+        selector.register(process.stdin, selectors.EVENT_WRITE, "stdin")
+    else:
+        process.stdin.close()
+
+
+def _service(
+    selector: selectors.BaseSelector,
+    key: selectors.SelectorKey,
+    pending: memoryview,
+    capture: Capture,
+) -> memoryview:
+    if key.data == "stdin":
+        return _feed(selector, key, pending)
+
+    data = os.read(key.fd, READ_CHUNK_BYTES)
+    if not data:
+        selector.unregister(key.fileobj)
+    elif key.data == "stdout":
+        capture.add_stdout(data)
+    else:
+        capture.add_stderr(data)
+    return pending
+
+
+def _feed(
+    selector: selectors.BaseSelector, key: selectors.SelectorKey, pending: memoryview
+) -> memoryview:
+    try:
+        written = os.write(key.fd, pending[:READ_CHUNK_BYTES])
+        pending = pending[written:]
+    except BrokenPipeError:
+        pending = pending[:0]
+    if not pending:
+        selector.unregister(key.fileobj)
+        key.fileobj.close()  # type: ignore[union-attr]
+    return pending
+
+
+def _drain_briefly(selector: selectors.BaseSelector, capture: Capture) -> None:
+    """Read what is already buffered in the pipes once the agent's main process exited."""
+    end = time.monotonic() + 0.05
+    while selector.get_map() and time.monotonic() < end:
+        events = selector.select(0.01)
+        if not events:
+            return
+        for key, _ in events:
+            if key.data != "stdin":
+                _service(selector, key, memoryview(b""), capture)
+
+
+def _wait_exit(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout_s)
+
+
+def _kill_all(process: subprocess.Popen[bytes], token: str, grace_s: float) -> None:
+    """Stop the agent's group (TERM, grace, KILL) and every process carrying its marker."""
+    if grace_s > 0 and process.poll() is None:
+        _signal_group(process.pid, signal.SIGTERM)
+        _wait_exit(process, grace_s)
+    _signal_group(process.pid, signal.SIGKILL)
+    process.wait()
+    kill_marked(token)
+    for pipe in (process.stdin, process.stdout, process.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def marked_pids(token: str) -> list[int]:
+    """Pids of live processes whose environment carries the marker for `token`."""
+    needle = f"{MARKER_VAR}={token}\0".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as environ:
+                if needle in environ.read():
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def kill_marked(token: str) -> int:
+    """SIGKILL every process carrying the marker for `token`; returns how many were hit."""
+    killed = 0
+    for _ in range(5):
+        pids = marked_pids(token)
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+        time.sleep(0.01)
+    return killed
