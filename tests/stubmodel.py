@@ -51,6 +51,7 @@ class Reply:
     output_tokens: int = 8
     cache_read_tokens: int = 5
     cache_creation_tokens: int = 3
+    retry_after_s: float | None = None
 
     @classmethod
     def text_reply(cls, text: str) -> Reply:
@@ -58,9 +59,13 @@ class Reply:
         return cls(kind=ReplyKind.TEXT, text=text)
 
     @classmethod
-    def error(cls, status: int) -> Reply:
-        """An API error response with HTTP `status` and the matching error type."""
-        return cls(kind=ReplyKind.STATUS, status=status)
+    def error(cls, status: int, retry_after_s: float | None = 0.0) -> Reply:
+        """An API error with HTTP `status`; by default it asks for an immediate retry.
+
+        Both CLIs honour `retry-after`, so a zero keeps retry budgets free of wall time
+        (OpenCode 1.18 retries five times and offers no setting to lower that).
+        """
+        return cls(kind=ReplyKind.STATUS, status=status, retry_after_s=retry_after_s)
 
     @classmethod
     def hang(cls) -> Reply:
@@ -211,7 +216,7 @@ class _MessagesHandler(BaseHTTPRequestHandler):
 
     def _answer(self, reply: Reply, body: dict[str, Any]) -> None:
         if reply.kind is ReplyKind.STATUS:
-            self._send_error(reply.status)
+            self._send_error(reply)
         elif reply.kind is ReplyKind.HANG:
             self.owner._stopping.wait()
         elif reply.kind is ReplyKind.MALFORMED:
@@ -221,8 +226,12 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         else:
             self._send_json(200, _message(reply, str(body.get("model", "stub-model"))))
 
-    def _send_json(self, status: int, payload: dict[str, Any], extra: dict[str, str] | None = None,
-                   ) -> None:
+    def _send_json(
+        self,
+        status: int,
+        payload: dict[str, Any],
+        extra: dict[str, str] | None = None,
+    ) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -233,11 +242,15 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _send_error(self, status: int) -> None:
-        kind = ERROR_TYPES.get(status, "api_error")
-        payload = {"type": "error", "error": {"type": kind, "message": f"stub {kind} ({status})"}}
-        extra = {"retry-after": "0", "x-should-retry": "true"} if status in (429, 529) else {}
-        self._send_json(status, payload, extra)
+    def _send_error(self, reply: Reply) -> None:
+        kind = ERROR_TYPES.get(reply.status, "api_error")
+        message = f"stub {kind} ({reply.status})"
+        payload = {"type": "error", "error": {"type": kind, "message": message}}
+        extra = {}
+        if reply.retry_after_s is not None:
+            extra["retry-after"] = f"{reply.retry_after_s:g}"
+            extra["retry-after-ms"] = f"{reply.retry_after_s * 1000:g}"
+        self._send_json(reply.status, payload, extra)
 
     def _start_stream(self) -> None:
         self.send_response(200)
@@ -290,7 +303,10 @@ def _stream_events(reply: Reply, model: str) -> Iterator[tuple[str, dict[str, An
     start["usage"] = _usage(reply, 1)
     yield "message_start", {"type": "message_start", "message": start}
     block = {"type": "text", "text": ""}
-    yield "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}
+    yield (
+        "content_block_start",
+        {"type": "content_block_start", "index": 0, "content_block": block},
+    )
     yield "ping", {"type": "ping"}
     delta = {"type": "text_delta", "text": reply.text}
     yield "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
