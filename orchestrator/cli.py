@@ -83,8 +83,12 @@ def outcome_table(aggregate: RunAggregate) -> Table:
         text = error.message if error else outcome.output
         first_line = text.strip().splitlines()[0] if text.strip() else ""
         table.add_row(
-            outcome.name, outcome.platform, outcome.status.value,
-            error.kind.value if error else "", f"{outcome.duration_s or 0:.2f}", first_line[:80],
+            outcome.name,
+            outcome.platform,
+            outcome.status.value,
+            error.kind.value if error else "",
+            f"{outcome.duration_s or 0:.2f}",
+            first_line[:80],
         )
     return table
 
@@ -158,8 +162,13 @@ def cancel_command(run_id: str) -> None:
 
 
 @main.command("worker")
-@click.option("--platform", "platforms", multiple=True, required=True,
-              help="A platform whose queue this worker consumes (repeatable).")
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    required=True,
+    help="A platform whose queue this worker consumes (repeatable).",
+)
 @click.option("--concurrency", type=int, default=None, help="Agents run at once.")
 @click.option("--name", default=None, help="Celery node name.")
 @handles_errors

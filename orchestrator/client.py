@@ -86,7 +86,7 @@ class Fleet:
 
     def result(self, run_id: str) -> RunAggregate | None:
         """The run's aggregate, or None while it runs; RunNotFoundError for an unknown run."""
-        aggregate = self._redis_call(self.collector.aggregate, run_id)
+        aggregate: RunAggregate | None = self._redis_call(self.collector.aggregate, run_id)
         if aggregate is None and not self._redis_call(self.collector.exists, run_id):
             raise RunNotFoundError(f"no run {run_id!r} in Redis")
         return aggregate
@@ -130,15 +130,18 @@ class Fleet:
                 return aggregate
             progress = self.collector.progress(run_id)
         except RunNotFoundError as err:
-            raise RunLostError(f"run {run_id!r} is not in Redis (never submitted, expired, "
-                               "or lost in a restart without persistence)") from err
+            raise RunLostError(
+                f"run {run_id!r} is not in Redis (never submitted, expired, "
+                "or lost in a restart without persistence)"
+            ) from err
         except TRANSIENT_ERRORS:
             return None  # Redis is paused or restarting: keep waiting until the timeout.
 
         if progress.deadline_at.timestamp() * 1000 < now_ms() - 1000:
             # No reaper finalized the run (no worker is up): the waiter does it itself.
-            self.collector.finalize(run_id, FailureKind.DEADLINE_EXCEEDED,
-                                    "the run's deadline passed", cancel=False)
+            self.collector.finalize(
+                run_id, FailureKind.DEADLINE_EXCEEDED, "the run's deadline passed", cancel=False
+            )
         return None
 
     def _block(self, run_id: str, block_s: float) -> None:

@@ -92,9 +92,19 @@ class Collector:
             pairs += [agent.name, agent.model_dump_json(exclude_defaults=True)]
 
         created = self._call(
-            "submit", spec.run_id, "", spec.run_id, len(spec.agents), now_iso(), deadline_ms,
-            json.dumps(spec.labels, separators=(",", ":"), sort_keys=True), run_json, int(spec.deadline_s) + spec.ttl_s,
-            submitted_ms + int(dispatch_grace_s * 1000), spec.ttl_s, *pairs,
+            "submit",
+            spec.run_id,
+            "",
+            spec.run_id,
+            len(spec.agents),
+            now_iso(),
+            deadline_ms,
+            json.dumps(spec.labels, separators=(",", ":"), sort_keys=True),
+            run_json,
+            int(spec.deadline_s) + spec.ttl_s,
+            submitted_ms + int(dispatch_grace_s * 1000),
+            spec.ttl_s,
+            *pairs,
         )
         return bool(created)
 
@@ -119,8 +129,15 @@ class Collector:
         """Extend a lease: `ok`, or `settled`, `lost`, `gone` when its agent must stop."""
         return str(
             self._call(
-                "renew", lease.run_id, lease.agent.name, lease.agent.name, lease.attempt,
-                lease.token, int(ttl_s * 1000), now_ms(), lease.member,
+                "renew",
+                lease.run_id,
+                lease.agent.name,
+                lease.agent.name,
+                lease.attempt,
+                lease.token,
+                int(ttl_s * 1000),
+                now_ms(),
+                lease.member,
             )
         )
 
@@ -131,14 +148,24 @@ class Collector:
         if outcome.usage is not None or outcome.cost_usd is not None:
             u = outcome.usage
             usage = [
-                u.input_tokens if u else 0, u.output_tokens if u else 0,
-                u.cache_read_tokens if u else 0, u.cache_creation_tokens if u else 0,
+                u.input_tokens if u else 0,
+                u.output_tokens if u else 0,
+                u.cache_read_tokens if u else 0,
+                u.cache_creation_tokens if u else 0,
                 outcome.cost_usd or 0.0,
             ]
         return str(
             self._call(
-                "settle", run_id, outcome.name, outcome.name, outcome.model_dump_json(),
-                failed, token, now_iso(), member, *usage,
+                "settle",
+                run_id,
+                outcome.name,
+                outcome.name,
+                outcome.model_dump_json(),
+                failed,
+                token,
+                now_iso(),
+                member,
+                *usage,
             )
         )
 
@@ -172,7 +199,9 @@ class Collector:
         """Block until the run's done signal is present (or `block_s` passes)."""
         done = keys.run_key(run_id, "done")
         # BLMOVE from a list onto itself leaves the signal in place for every other waiter.
-        return self.redis.blmove(done, done, block_s, "RIGHT", "LEFT") is not None
+        # redis-py types the timeout as int; Redis itself takes fractional seconds.
+        timeout: Any = block_s
+        return self.redis.blmove(done, done, timeout, "RIGHT", "LEFT") is not None
 
     def exists(self, run_id: str) -> bool:
         """Whether the run's state is in Redis."""
@@ -180,20 +209,22 @@ class Collector:
 
     def progress(self, run_id: str) -> RunProgress:
         """Live progress of a run: settled of total."""
-        meta = self.redis.hgetall(keys.run_key(run_id, "meta"))
+        meta: dict[str, str] = self.redis.hgetall(keys.run_key(run_id, "meta"))  # type: ignore[assignment]
         if not meta:
             raise RunNotFoundError(f"no run {run_id!r} in Redis")
 
         settled, failed = int(meta["settled"]), int(meta["failed"])
-        return RunProgress(
-            run_id=run_id,
-            state=meta.get("status", meta["state"]),
-            total=int(meta["total"]),
-            settled=settled,
-            succeeded_count=settled - failed,
-            failed_count=failed,
-            submitted_at=meta["submitted_at"],
-            deadline_at=datetime.fromtimestamp(int(meta["deadline_ms"]) / 1000, UTC),
+        return RunProgress.model_validate(
+            {
+                "run_id": run_id,
+                "state": meta.get("status", meta["state"]),
+                "total": int(meta["total"]),
+                "settled": settled,
+                "succeeded_count": settled - failed,
+                "failed_count": failed,
+                "submitted_at": meta["submitted_at"],
+                "deadline_at": datetime.fromtimestamp(int(meta["deadline_ms"]) / 1000, UTC),
+            }
         )
 
     def open_agents(self, run_id: str) -> list[tuple[AgentSpec, int]]:
@@ -212,4 +243,3 @@ class Collector:
             for name, doc in agents.items()
             if name not in done
         ]
-

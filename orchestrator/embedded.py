@@ -48,10 +48,23 @@ def private_redis(extra_args: tuple[str, ...] = ()) -> Iterator[str]:
     """Run a throwaway redis-server on a free loopback port; yield its URL."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="agentfleet-redis-") as folder:
-        argv = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", folder, *extra_args]
-        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   stdin=subprocess.DEVNULL)
+        argv = [
+            find_redis_server(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            folder,
+            *extra_args,
+        ]
+        process = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+        )
         url = f"redis://127.0.0.1:{port}/0"
         try:
             wait_for_redis(url, process)
@@ -75,8 +88,9 @@ def wait_for_redis(url: str, process: subprocess.Popen[bytes]) -> None:
     raise EmbeddedError(f"redis-server not ready after {READY_TIMEOUT_S} s")
 
 
-def start_worker(url: str, platforms: list[str], concurrency: int, log_path: Path
-                 ) -> subprocess.Popen[bytes]:
+def start_worker(
+    url: str, platforms: list[str], concurrency: int, log_path: Path
+) -> subprocess.Popen[bytes]:
     """Start `agentfleet worker` as a child process serving `platforms` at `url`."""
     argv = [sys.executable, "-m", "orchestrator.cli", "worker", "--concurrency", str(concurrency)]
     for platform in platforms:

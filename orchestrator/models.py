@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -86,10 +87,10 @@ class RunSpec(BaseModel):
     @field_validator("agents")
     @classmethod
     def _names_are_unique(cls, agents: list[AgentSpec]) -> list[AgentSpec]:
-        seen: set[str] = set()
-        duplicates = [a.name for a in agents if a.name in seen or seen.add(a.name)]
+        counts = Counter(agent.name for agent in agents)
+        duplicates = sorted(name for name, count in counts.items() if count > 1)
         if duplicates:
-            raise ValueError(f"duplicate agent names: {', '.join(sorted(set(duplicates)))}")
+            raise ValueError(f"duplicate agent names: {', '.join(duplicates)}")
         return agents
 
 

@@ -1,4 +1,4 @@
-"""The one settings object, read from `AGENTFLEET_*` environment variables when a program starts."""
+"""The one settings object, read from `AGENTFLEET_*` variables when a program starts."""
 
 from __future__ import annotations
 

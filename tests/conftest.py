@@ -97,14 +97,28 @@ def start_worker(redis_url: str, tmp_path: Path) -> Iterator[WorkerFactory]:
     ) -> WorkerProcess:
         names = list(platforms) or ["command"]
         log_path = tmp_path / f"worker-{len(started)}.log"
-        argv = [sys.executable, "-m", "orchestrator.cli", "worker", "--concurrency",
-                str(concurrency), "--name", f"w{len(started)}-{uuid.uuid4().hex[:6]}@test"]
+        argv = [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "worker",
+            "--concurrency",
+            str(concurrency),
+            "--name",
+            f"w{len(started)}-{uuid.uuid4().hex[:6]}@test",
+        ]
         for name in names:
             argv += ["--platform", name]
         env = {**worker_env(url or redis_url, settings), **(extra_env or {})}
         with log_path.open("wb") as log:
-            process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, cwd=REPO)
+            process = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO,
+            )
         worker = WorkerProcess(process, log_path, names)
         started.append(worker)
         if wait:

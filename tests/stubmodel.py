@@ -129,13 +129,16 @@ class StubModel:
         self.requests: list[RecordedRequest] = []
         self._server = ThreadingHTTPServer((host, 0), _handler_for(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
 
     @property
     def base_url(self) -> str:
         """Root URL, as ANTHROPIC_BASE_URL wants it (no /v1)."""
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    def _serve(self) -> None:
+        self._server.serve_forever(poll_interval=0.05)
 
     def start(self) -> StubModel:
         """Serve in a background thread."""

@@ -34,8 +34,11 @@ def collector(redis_url: str) -> Iterator[Collector]:
 def make_run(collector: Collector, run_id: str, names: list[str]) -> RunSpec:
     """Create a run of `command` agents named `names`."""
     spec = RunSpec.model_validate(
-        {"run_id": run_id, "labels": {"team": "qa"},
-         "agents": [command_agent(n, "true") for n in names]}
+        {
+            "run_id": run_id,
+            "labels": {"team": "qa"},
+            "agents": [command_agent(n, "true") for n in names],
+        }
     )
     assert collector.create(spec, dispatch_grace_s=30)
     return spec
@@ -44,11 +47,17 @@ def make_run(collector: Collector, run_id: str, names: list[str]) -> RunSpec:
 def outcome(name: str, ok: bool = True, **fields: object) -> AgentOutcome:
     """An outcome of a `command` agent."""
     if ok:
-        return AgentOutcome(name=name, platform="command", status=OutcomeStatus.SUCCEEDED,
-                            output=f"out {name}", **fields)  # type: ignore[arg-type]
+        return AgentOutcome(
+            name=name,
+            platform="command",
+            status=OutcomeStatus.SUCCEEDED,
+            output=f"out {name}",
+            **fields,
+        )  # type: ignore[arg-type]
     error = AgentError(kind=FailureKind.EXIT_NONZERO, message="exit 1", exit_code=1)
-    return AgentOutcome(name=name, platform="command", status=OutcomeStatus.FAILED,
-                        error=error, **fields)  # type: ignore[arg-type]
+    return AgentOutcome(
+        name=name, platform="command", status=OutcomeStatus.FAILED, error=error, **fields
+    )  # type: ignore[arg-type]
 
 
 def test_the_settle_that_completes_the_set_writes_the_aggregate(
@@ -57,8 +66,11 @@ def test_the_settle_that_completes_the_set_writes_the_aggregate(
     """Only the last settle returns complete, and the aggregate holds every outcome."""
     make_run(collector, run_id, ["a", "b", "c"])
 
-    results = [collector.settle(run_id, outcome("a")), collector.settle(run_id, outcome("b")),
-               collector.settle(run_id, outcome("c", ok=False))]
+    results = [
+        collector.settle(run_id, outcome("a")),
+        collector.settle(run_id, outcome("b")),
+        collector.settle(run_id, outcome("c", ok=False)),
+    ]
     aggregate = collector.aggregate(run_id)
 
     assert results == ["settled", "settled", "complete"]
@@ -100,8 +112,11 @@ def test_the_aggregate_is_written_exactly_once(
 
 @pytest.mark.parametrize(
     ("oks", "status"),
-    [([True, True], RunStatus.SUCCEEDED), ([True, False], RunStatus.PARTIAL),
-     ([False, False], RunStatus.FAILED)],
+    [
+        ([True, True], RunStatus.SUCCEEDED),
+        ([True, False], RunStatus.PARTIAL),
+        ([False, False], RunStatus.FAILED),
+    ],
 )
 def test_run_status_follows_the_outcomes(
     collector: Collector, run_id: str, oks: list[bool], status: RunStatus
@@ -141,8 +156,9 @@ def test_usage_and_cost_are_totalled_for_the_run(collector: Collector, run_id: s
     make_run(collector, run_id, ["a", "b"])
 
     for name in ("a", "b"):
-        collector.settle(run_id, outcome(name, usage=Usage(input_tokens=10, output_tokens=3),
-                                         cost_usd=0.25))
+        collector.settle(
+            run_id, outcome(name, usage=Usage(input_tokens=10, output_tokens=3), cost_usd=0.25)
+        )
 
     aggregate = collector.aggregate(run_id)
     assert aggregate is not None

@@ -123,8 +123,10 @@ def test_a_platform_without_workers_is_settled_by_the_deadline_finalizer(
 ) -> None:
     """With no worker for its platform, the run ends at its deadline, all agents failed."""
     start_worker("command")
-    agents = [command_agent("served", "echo hi"),
-              {"name": "orphan", "platform": "opencode", "prompt": "hello"}]
+    agents = [
+        command_agent("served", "echo hi"),
+        {"name": "orphan", "platform": "opencode", "prompt": "hello"},
+    ]
 
     aggregate = fleet.submit(
         {"run_id": run_id, "deadline_s": 2, "agents": agents}
@@ -174,8 +176,15 @@ def test_cancel_stops_running_agents_and_settles_them_cancelled(
 ) -> None:
     """A cancelled run ends at once; its running agent process is stopped."""
     start_worker("command", settings={"lease_ttl_s": "3"})
-    handle = fleet.submit({"run_id": run_id, "agents": [
-        command_agent("quick", "echo done"), command_agent("long", "echo $$; sleep 301")]})
+    handle = fleet.submit(
+        {
+            "run_id": run_id,
+            "agents": [
+                command_agent("quick", "echo done"),
+                command_agent("long", "echo $$; sleep 301"),
+            ],
+        }
+    )
     wait_until(lambda: handle.status().settled == 1)
 
     aggregate = handle.cancel()

@@ -13,8 +13,13 @@ from workers.platforms.base import Invocation, ProcessResult
 from workers.runner import SpawnFailedError, build_env, marked_pids, run_process
 
 
-def run(argv: list[str], stdin: bytes = b"", timeout_s: float = 10.0,
-        max_output_bytes: int = 1 << 20, token: str | None = None) -> ProcessResult:
+def run(
+    argv: list[str],
+    stdin: bytes = b"",
+    timeout_s: float = 10.0,
+    max_output_bytes: int = 1 << 20,
+    token: str | None = None,
+) -> ProcessResult:
     """Run argv through the runner with a fresh token and the current PATH."""
     return run_process(
         Invocation(argv=argv, stdin=stdin),
@@ -96,8 +101,12 @@ def test_a_missing_binary_is_a_spawn_failure() -> None:
 
 def test_the_environment_is_an_allowlist() -> None:
     """Only allowlisted names, platform prefixes and explicit extras reach the agent."""
-    source = {"PATH": "/bin", "AWS_SECRET_ACCESS_KEY": "s3cr3t", "CLAUDE_CODE_X": "1",
-              "HOME": "/root"}
+    source = {
+        "PATH": "/bin",
+        "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+        "CLAUDE_CODE_X": "1",
+        "HOME": "/root",
+    }
 
     env = build_env(source, ["PATH", "HOME"], ("CLAUDE_CODE_",), {"EXTRA": "yes"})
 

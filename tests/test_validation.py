@@ -61,8 +61,10 @@ def test_duplicate_agent_names_are_rejected() -> None:
         ({"name": "x", "platform": "nonesuch"}, "agents.0.platform"),
         ({"name": "x", "platform": "command"}, "agents.0.argv"),
         ({"name": "x:y", "platform": "command", "argv": ["true"]}, "agents.0.name"),
-        ({"name": "x", "platform": "command", "argv": ["true"], "env": {"1X": "v"}},
-         "agents.0.env.1X.[key]"),
+        (
+            {"name": "x", "platform": "command", "argv": ["true"], "env": {"1X": "v"}},
+            "agents.0.env.1X.[key]",
+        ),
     ],
 )
 def test_agent_problems_name_their_field(agent: dict[str, Any], path: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from celery import Celery
@@ -16,6 +17,14 @@ QUEUE_PREFIX = "agentfleet."
 def queue_for(platform: str) -> str:
     """The queue that carries the spawns of one platform."""
     return f"{QUEUE_PREFIX}{platform}"
+
+
+def broker_tls_options(settings: Settings) -> dict[str, Any]:
+    """TLS options for the broker: the server certificate is always checked."""
+    options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if settings.redis_tls_ca_file is not None:
+        options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
+    return options
 
 
 def create_app(settings: Settings, url: str | None = None) -> Celery:
@@ -41,8 +50,10 @@ def create_app(settings: Settings, url: str | None = None) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
     )
-    if url is None and settings.redis_tls_ca_file is not None:
-        app.conf.broker_use_ssl = {"ssl_ca_certs": str(settings.redis_tls_ca_file)}
+    if app.conf.broker_url.startswith("rediss://"):
+        # kombu takes TLS options only as a dict: without one a rediss:// URL is dialled
+        # in plain text, so certificate checking is asked for explicitly.
+        app.conf.broker_use_ssl = broker_tls_options(settings)
 
     from workers.tasks import register
 

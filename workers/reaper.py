@@ -67,8 +67,13 @@ class Reaper(threading.Thread):
             self._kill_leftovers(token)
 
             decision = collector.requeue(member, self.ctx.settings.max_attempts)
-            log.info("lease_expired", run_id=run_id, agent=agent, attempt=attempt,
-                     action=decision.action)
+            log.info(
+                "lease_expired",
+                run_id=run_id,
+                agent=agent,
+                attempt=attempt,
+                action=decision.action,
+            )
             if decision.action == "requeue":
                 publish(self.app, run_id, [(agent, decision.platform, decision.attempt)])
             if decision.action != "alive":

@@ -14,6 +14,7 @@ import os
 import selectors
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -25,6 +26,35 @@ MARKER_VAR = "AGENTFLEET_AGENT_TOKEN"
 STDERR_TAIL_BYTES = 8192
 READ_CHUNK_BYTES = 65536
 POLL_S = 0.25
+
+# The keeper: a tiny process beside each worker, in its own session so no signal meant
+# for the worker reaches it. It blocks on a pipe only the worker holds; when the worker
+# dies, even by SIGKILL, the pipe closes and the keeper kills every agent process whose
+# marker starts with the worker's prefix. Pure stdlib, so it starts in milliseconds.
+KEEPER_SOURCE = """
+import os, signal, sys, time
+sys.stdin.buffer.read()
+needle = (sys.argv[1] + '=' + sys.argv[2]).encode()
+def marked():
+    for name in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open('/proc/' + name + '/environ', 'rb') as environ:
+                entries = environ.read().split(b'\\0')
+        except OSError:
+            continue
+        if any(entry.startswith(needle) for entry in entries):
+            yield int(name)
+for _ in range(50):
+    pids = list(marked())
+    if not pids:
+        break
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    time.sleep(0.02)
+"""
 
 
 class SpawnFailedError(Exception):
@@ -242,6 +272,21 @@ def marked_pids(token: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def start_keeper(token_prefix: str) -> subprocess.Popen[bytes]:
+    """Start the keeper that kills agents whose token starts with `token_prefix` at our death.
+
+    Close the returned process's stdin to release it (it then kills what is left).
+    """
+    return subprocess.Popen(
+        [sys.executable, "-I", "-c", KEEPER_SOURCE, MARKER_VAR, token_prefix],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
 
 
 def kill_marked(token: str) -> int:

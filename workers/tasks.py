@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -27,6 +28,8 @@ from workers.runner import SpawnFailedError, build_env, run_process
 
 log = structlog.get_logger(__name__)
 
+IDENTIFIER = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
 
 @dataclass
 class Running:
@@ -45,12 +48,18 @@ class WorkerContext:
     collector: Collector
     platforms: dict[str, Platform]
     hostname: str = field(default_factory=socket.gethostname)
+    worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     running: dict[str, Running] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def token_prefix(self) -> str:
+        """The start of every token this worker hands out: its host, then its own id."""
+        return f"{self.hostname}/{self.worker_id}."
+
     def new_token(self) -> str:
-        """A fresh lease token naming this host, so its leftovers can be found later."""
-        return f"{self.hostname}/{uuid.uuid4().hex}"
+        """A fresh lease token naming this host and worker, so leftovers can be found later."""
+        return f"{self.token_prefix}{uuid.uuid4().hex}"
 
 
 _context: WorkerContext | None = None
@@ -69,7 +78,20 @@ def register(app: Celery) -> None:
     def spawn(run_id: str, agent_name: str, attempt: int) -> None:
         if _context is None:
             raise RuntimeError("the spawn task runs only inside an agentfleet worker")
+        if not spawn_args_valid(run_id, agent_name, attempt):
+            # A forged or corrupt message: its arguments may not reach any Redis key.
+            log.warning("spawn_refused", why="malformed spawn arguments")
+            return
         execute_spawn(_context, run_id, agent_name, attempt)
+
+
+def spawn_args_valid(run_id: object, agent_name: object, attempt: object) -> bool:
+    """Whether a spawn message names a run and agent the way a submitted run does."""
+    names_ok = all(
+        isinstance(value, str) and IDENTIFIER.fullmatch(value) is not None
+        for value in (run_id, agent_name)
+    )
+    return names_ok and type(attempt) is int and attempt >= 1
 
 
 def execute_spawn(ctx: WorkerContext, run_id: str, agent_name: str, attempt: int) -> None:
@@ -100,8 +122,13 @@ def run_agent(ctx: WorkerContext, lease: Lease, stop: threading.Event) -> AgentO
     """Run the leased agent on its platform and turn whatever happened into an outcome."""
     agent = lease.agent
     started_at = datetime.now(UTC)
-    log.info("agent_started", run_id=lease.run_id, agent=agent.name, platform=agent.platform,
-             attempt=lease.attempt)
+    log.info(
+        "agent_started",
+        run_id=lease.run_id,
+        agent=agent.name,
+        platform=agent.platform,
+        attempt=lease.attempt,
+    )
 
     workdir = Path(tempfile.mkdtemp(prefix="agentfleet-"))
     try:
@@ -110,9 +137,15 @@ def run_agent(ctx: WorkerContext, lease: Lease, stop: threading.Event) -> AgentO
         shutil.rmtree(workdir, ignore_errors=True)
 
     outcome = _outcome(ctx, lease, verdict, result, started_at)
-    log.info("agent_finished", run_id=lease.run_id, agent=agent.name, platform=agent.platform,
-             status=outcome.status.value, kind=outcome.error.kind.value if outcome.error else None,
-             duration_s=outcome.duration_s)
+    log.info(
+        "agent_finished",
+        run_id=lease.run_id,
+        agent=agent.name,
+        platform=agent.platform,
+        status=outcome.status.value,
+        kind=outcome.error.kind.value if outcome.error else None,
+        duration_s=outcome.duration_s,
+    )
     return outcome
 
 
@@ -146,9 +179,7 @@ def _run_on_platform(
     return _judge(platform, lease, result, stop), result
 
 
-def _agent_env(
-    ctx: WorkerContext, platform: Platform, *extras: dict[str, str]
-) -> dict[str, str]:
+def _agent_env(ctx: WorkerContext, platform: Platform, *extras: dict[str, str]) -> dict[str, str]:
     allowlist = [*ctx.settings.env_allowlist, *platform.extra_env]
     merged: dict[str, str] = {}
     for extra in extras:
@@ -165,8 +196,12 @@ def _judge(
         message = f"agent exceeded its timeout of {lease.agent.timeout_s:g} s and was killed"
         return Verdict(
             output=result.stdout.decode("utf-8", errors="replace"),
-            error=AgentError(kind=FailureKind.TIMEOUT, message=message,
-                             signal=result.signal, stderr_tail=result.stderr_tail),
+            error=AgentError(
+                kind=FailureKind.TIMEOUT,
+                message=message,
+                signal=result.signal,
+                stderr_tail=result.stderr_tail,
+            ),
         )
     try:
         return platform.interpret(lease.agent, result)
@@ -218,8 +253,9 @@ def settle_with_retry(ctx: WorkerContext, lease: Lease, outcome: AgentOutcome) -
         except TRANSIENT_ERRORS as err:
             if time.monotonic() > give_up_at:
                 # The lease expires and the reaper runs the agent again: nothing is lost.
-                log.error("settle_abandoned", run_id=lease.run_id, agent=outcome.name,
-                          error=str(err))
+                log.error(
+                    "settle_abandoned", run_id=lease.run_id, agent=outcome.name, error=str(err)
+                )
                 return
             log.warning("settle_retry", run_id=lease.run_id, agent=outcome.name, error=str(err))
             time.sleep(delay_s)
@@ -234,12 +270,16 @@ def renew_leases(ctx: WorkerContext) -> None:
         try:
             state = ctx.collector.renew(item.lease, ctx.settings.lease_ttl_s)
         except redis.RedisError as err:
-            log.warning("lease_renew_failed", run_id=item.lease.run_id,
-                        agent=item.lease.agent.name, error=str(err))
+            log.warning(
+                "lease_renew_failed",
+                run_id=item.lease.run_id,
+                agent=item.lease.agent.name,
+                error=str(err),
+            )
             continue
         if state != "ok":
-            log.info("agent_stopping", run_id=item.lease.run_id, agent=item.lease.agent.name,
-                     why=state)
+            log.info(
+                "agent_stopping", run_id=item.lease.run_id, agent=item.lease.agent.name, why=state
+            )
             item.why_stopped = state
             item.stop.set()
-

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import subprocess
 
 import redis
 import structlog
@@ -13,12 +15,20 @@ from orchestrator.settings import Settings
 from workers.app import create_app, queue_for
 from workers.platforms import Platform, load_platform
 from workers.reaper import Reaper
+from workers.runner import start_keeper
 from workers.tasks import WorkerContext, bind_context
 
 log = structlog.get_logger(__name__)
 
-EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru",
-                     "volatile-lfu", "volatile-random", "volatile-ttl")
+EVICTING_POLICIES = (
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
+)
 
 
 def load_platforms(names: list[str], settings: Settings) -> dict[str, Platform]:
@@ -36,8 +46,11 @@ def warn_if_evicting(client: redis.Redis) -> None:
     except redis.ResponseError:
         return  # CONFIG is disabled for this user; nothing to read.
     if policy in EVICTING_POLICIES:
-        log.warning("redis_may_evict", maxmemory_policy=policy,
-                    advice="set maxmemory-policy noeviction: evicted keys lose work")
+        log.warning(
+            "redis_may_evict",
+            maxmemory_policy=policy,
+            advice="set maxmemory-policy noeviction: evicted keys lose work",
+        )
 
 
 def run_worker(
@@ -53,14 +66,46 @@ def run_worker(
     app = create_app(settings, url)
     ctx = WorkerContext(settings, Collector(client), platforms)
     bind_context(ctx)
+    keeper = start_keeper(ctx.token_prefix)
     reaper = Reaper(ctx, app)
     reaper.start()
 
     nodename = name or f"agentfleet-{'-'.join(platform_names)}@{socket.gethostname()}"
-    log.info("worker_starting", platforms=platform_names, concurrency=concurrency,
-             redis=mask_url(url), node=nodename)
+    log.info(
+        "worker_starting",
+        platforms=platform_names,
+        concurrency=concurrency,
+        redis=mask_url(url),
+        node=nodename,
+    )
     queues = ",".join(queue_for(p) for p in platform_names)
-    app.worker_main(["worker", "-Q", queues, "-P", "threads", "-c", str(concurrency),
-                     "-n", nodename, "-E", "--without-gossip", "--without-mingle",
-                     "-l", settings.log_level.upper()])
-    reaper.halt.set()
+    try:
+        app.worker_main(
+            [
+                "worker",
+                "-Q",
+                queues,
+                "-P",
+                "threads",
+                "-c",
+                str(concurrency),
+                "-n",
+                nodename,
+                "-E",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                settings.log_level.upper(),
+            ]
+        )
+    finally:
+        reaper.halt.set()
+        _release_keeper(keeper)
+
+
+def _release_keeper(keeper: subprocess.Popen[bytes]) -> None:
+    """Let the keeper kill whatever agent a cold shutdown abandoned, then reap it."""
+    if keeper.stdin is not None:
+        keeper.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        keeper.wait(5.0)

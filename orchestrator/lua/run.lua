@@ -145,6 +145,8 @@ end
 function ops.lease()
   local name, attempt, token = ARGV[2], tonumber(ARGV[3]), ARGV[4]
   if not run_exists() then return {'gone'} end
+  -- A forged or corrupt message naming no agent of the run changes nothing.
+  if redis.call('HEXISTS', KEYS[AGENTS], name) == 0 then return {'unknown'} end
   if redis.call('HEXISTS', KEYS[OUTCOMES], name) == 1 then return {'settled'} end
   local current = tonumber(redis.call('HGET', KEYS[ATTEMPTS], name)) or 1
   if attempt < current then return {'stale'} end

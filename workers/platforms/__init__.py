@@ -35,7 +35,9 @@ def _adapter(name: str) -> type[Platform]:
     try:
         adapter = entry.load()
     except Exception as err:  # a broken third-party adapter must not break the others
-        raise PlatformUnavailableError(f"adapter for platform {name!r} fails to load: {err}")
+        raise PlatformUnavailableError(
+            f"adapter for platform {name!r} fails to load: {err}"
+        ) from err
     if not (isinstance(adapter, type) and issubclass(adapter, Platform)):
         raise PlatformUnavailableError(f"entry point {name!r} is not a Platform subclass")
     return adapter
