@@ -9,6 +9,9 @@ from __future__ import annotations
 
 PREFIX = "agentfleet"
 
+SPAWN_TASK = "agentfleet.spawn"
+QUEUE_PREFIX = "agentfleet."
+
 LEASES = f"{PREFIX}:leases"
 DEADLINES = f"{PREFIX}:deadlines"
 DISPATCH = f"{PREFIX}:dispatch"
@@ -47,3 +50,8 @@ def parse_lease_member(member: str) -> tuple[str, str, int, str]:
     """Split a LEASES member into run id, agent name, attempt and holder token."""
     run_id, agent, attempt, token = member.split("\n")
     return run_id, agent, int(attempt), token
+
+
+def queue_for(platform: str) -> str:
+    """The Celery queue that carries the spawns of one platform."""
+    return f"{QUEUE_PREFIX}{platform}"

@@ -12,9 +12,9 @@ from pydantic import ValidationError
 
 from orchestrator.collector import Collector
 from orchestrator.errors import PlatformUnavailableError, SpecError
+from orchestrator.keys import SPAWN_TASK, queue_for
 from orchestrator.models import RunSpec, read_spec_file, spec_json_size
 from orchestrator.settings import Settings
-from workers.app import SPAWN_TASK, queue_for
 from workers.platforms import load_platform
 
 log = structlog.get_logger(__name__)
