@@ -15,7 +15,6 @@ from orchestrator.errors import PlatformUnavailableError, SpecError
 from orchestrator.keys import SPAWN_TASK, queue_for
 from orchestrator.models import RunSpec, read_spec_file, spec_json_size
 from orchestrator.settings import Settings
-from workers.platforms import load_platform
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +69,9 @@ def _check_limits(spec: RunSpec, settings: Settings) -> list[tuple[str, str]]:
 
 
 def _check_platforms(spec: RunSpec, settings: Settings) -> list[tuple[str, str]]:
+    # Imported here: the adapters import orchestrator's models, whose package imports this.
+    from workers.platforms import load_platform
+
     problems: list[tuple[str, str]] = []
     for i, agent in enumerate(spec.agents):
         try:

@@ -8,15 +8,8 @@ from typing import Any
 from celery import Celery
 
 from orchestrator.connection import redis_url
+from orchestrator.keys import queue_for
 from orchestrator.settings import Settings
-
-SPAWN_TASK = "agentfleet.spawn"
-QUEUE_PREFIX = "agentfleet."
-
-
-def queue_for(platform: str) -> str:
-    """The queue that carries the spawns of one platform."""
-    return f"{QUEUE_PREFIX}{platform}"
 
 
 def broker_tls_options(settings: Settings) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from celery import Celery
 
 from orchestrator.collector import Collector, Lease
 from orchestrator.connection import TRANSIENT_ERRORS
+from orchestrator.keys import SPAWN_TASK
 from orchestrator.models import AgentError, AgentOutcome, FailureKind, OutcomeStatus
 from orchestrator.settings import Settings
 from workers.platforms import Platform
@@ -74,7 +75,7 @@ def bind_context(context: WorkerContext | None) -> None:
 def register(app: Celery) -> None:
     """Register the spawn task on `app`."""
 
-    @app.task(name="agentfleet.spawn", ignore_result=True, acks_late=True)  # type: ignore[untyped-decorator]
+    @app.task(name=SPAWN_TASK, ignore_result=True, acks_late=True)  # type: ignore[untyped-decorator]
     def spawn(run_id: str, agent_name: str, attempt: int) -> None:
         if _context is None:
             raise RuntimeError("the spawn task runs only inside an agentfleet worker")

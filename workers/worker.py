@@ -11,8 +11,9 @@ import structlog
 
 from orchestrator.collector import Collector
 from orchestrator.connection import check_reachable, connect, mask_url, redis_url
+from orchestrator.keys import queue_for
 from orchestrator.settings import Settings
-from workers.app import create_app, queue_for
+from workers.app import create_app
 from workers.platforms import Platform, load_platform
 from workers.reaper import Reaper
 from workers.runner import start_keeper
