@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     claude_max_retries: int = Field(default=2, ge=0)
     claude_permission_mode: str = "default"
     claude_allowed_tools: list[str] = Field(default_factory=list)
-    opencode_max_retries: int = Field(default=2, ge=0)
+    # OpenCode has no retry budget to set: 1.18.33 hard-codes five retries (see
+    # docs/platforms.md), so a 5xx without retry-after costs about 75 s before it fails.
 
     worker_concurrency: int = Field(default=16, ge=1)
     log_format: Literal["auto", "json", "console"] = "auto"

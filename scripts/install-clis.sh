@@ -2,7 +2,8 @@
 # Install the agent CLIs agentfleet drives (claude, opencode) at the versions pinned in
 # tools/package-lock.json, into a project-local folder: never a global install.
 #
-# Usage: scripts/install-clis.sh [TOOLS_DIR]   (default: $AGENTFLEET_TOOLS_DIR or .agentfleet/tools)
+# Usage: scripts/install-clis.sh [TOOLS_DIR]
+#   TOOLS_DIR defaults to $AGENTFLEET_TOOLS_DIR, else .agentfleet/tools
 #
 # Idempotent: a second run with the same lock file changes nothing and needs no network.
 # Both packages' postinstall steps only copy the native binary out of a platform package

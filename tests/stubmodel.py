@@ -73,9 +73,9 @@ class Reply:
         return cls(kind=ReplyKind.HANG)
 
     @classmethod
-    def malformed(cls) -> Reply:
-        """A 200 event stream that breaks off with invalid JSON."""
-        return cls(kind=ReplyKind.MALFORMED)
+    def malformed(cls, retry_after_s: float | None = 0.0) -> Reply:
+        """A 200 event stream that breaks off with invalid JSON (OpenCode retries it)."""
+        return cls(kind=ReplyKind.MALFORMED, retry_after_s=retry_after_s)
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         elif reply.kind is ReplyKind.HANG:
             self.owner._stopping.wait()
         elif reply.kind is ReplyKind.MALFORMED:
-            self._send_malformed()
+            self._send_malformed(reply)
         elif body.get("stream"):
             self._send_stream(reply, str(body.get("model", "stub-model")))
         else:
@@ -249,14 +249,12 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         kind = ERROR_TYPES.get(reply.status, "api_error")
         message = f"stub {kind} ({reply.status})"
         payload = {"type": "error", "error": {"type": kind, "message": message}}
-        extra = {}
-        if reply.retry_after_s is not None:
-            extra["retry-after"] = f"{reply.retry_after_s:g}"
-            extra["retry-after-ms"] = f"{reply.retry_after_s * 1000:g}"
-        self._send_json(reply.status, payload, extra)
+        self._send_json(reply.status, payload, _retry_headers(reply))
 
-    def _start_stream(self) -> None:
+    def _start_stream(self, extra: dict[str, str] | None = None) -> None:
         self.send_response(200)
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
@@ -271,12 +269,19 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             self.wfile.write(chunk)
             self.wfile.flush()
 
-    def _send_malformed(self) -> None:
-        self._start_stream()
+    def _send_malformed(self, reply: Reply) -> None:
+        self._start_stream(_retry_headers(reply))
         self.wfile.write(b'event: message_start\ndata: {"type": "message_start", "mess\n\n')
         self.wfile.write(b"event: content_block_delta\ndata: }}not json{{\n\n")
         self.wfile.flush()
         time.sleep(0.05)
+
+
+def _retry_headers(reply: Reply) -> dict[str, str]:
+    if reply.retry_after_s is None:
+        return {}
+    seconds = reply.retry_after_s
+    return {"retry-after": f"{seconds:g}", "retry-after-ms": f"{seconds * 1000:g}"}
 
 
 def _usage(reply: Reply, output_tokens: int) -> dict[str, int]:

@@ -305,8 +305,8 @@ def stub() -> Iterator[StubModel]:
 @pytest.fixture
 def claude_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A HOME for claude of its own, so no user configuration leaks into the tests."""
-    if resolve_binary("claude", settings()) is None:
-        pytest.skip("claude is not installed: run scripts/install-clis.sh")
+    # `make test` installs the CLIs; a missing one is a failed set-up, never a skip.
+    assert resolve_binary("claude", settings()), "claude missing: run scripts/install-clis.sh"
     return tmp_path_factory.mktemp("claude-home")
 
 
