@@ -15,45 +15,162 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
 from orchestrator import keys
-from orchestrator.embedded import find_redis_server, free_port, stop_process, wait_for_redis
+from orchestrator.embedded import READY_TIMEOUT_S, find_redis_server, free_port, stop_process
 from orchestrator.models import RunAggregate
 from workers.runner import MARKER_VAR
 
 # Short leases and a busy reaper make a dead worker noticed within about two seconds.
+# Other tests (and other programs) on this machine run agents too: each test tags the
+# agents it starts with this variable, and looks only for processes carrying its tag.
+TRACE_VAR = "FAULT_TRACES"
 FAST = {"lease_ttl_s": "2", "reaper_interval_s": "0.2", "kill_grace_s": "0.5"}
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway certificate authority and a server certificate for 127.0.0.1."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls_files(folder: Path) -> TlsFiles:
+    """Create a CA and a server certificate it signed, valid for IP 127.0.0.1, with openssl."""
+    files = TlsFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    key_options = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    steps = [
+        [
+            "req",
+            "-x509",
+            *key_options,
+            "-keyout",
+            "ca.key",
+            "-out",
+            files.ca.name,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=agentfleet-test-ca",
+        ],
+        [
+            "req",
+            *key_options,
+            "-keyout",
+            files.key.name,
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        [
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            files.ca.name,
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            files.cert.name,
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ],
+    ]
+    for step in steps:
+        subprocess.run(["openssl", *step], cwd=folder, check=True, capture_output=True)
+    return files
 
 
 class RedisServer:
     """A private redis-server a test may freeze, stop and start again on the same port."""
 
-    def __init__(self, folder: Path, args: tuple[str, ...] = (), url: str = "") -> None:
+    def __init__(
+        self, folder: Path, args: tuple[str, ...] = (), auth: str = "", tls: TlsFiles | None = None
+    ) -> None:
         self.folder = folder
         self.port = free_port()
         self.args = args
-        self.url = url or f"redis://127.0.0.1:{self.port}/0"
+        self.tls = tls
+        scheme = "rediss" if tls else "redis"
+        self.url = f"{scheme}://{auth}127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
+        self._clients: list[redis.Redis] = []
 
     def argv(self) -> list[str]:
         """The command line: loopback only, data in the test's own folder."""
-        return [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.folder), *self.args]
+        argv = [
+            find_redis_server(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.folder),
+        ]
+        if self.tls:
+            argv += [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-auth-clients",
+                "no",
+                "--tls-cert-file",
+                str(self.tls.cert),
+                "--tls-key-file",
+                str(self.tls.key),
+                "--tls-ca-cert-file",
+                str(self.tls.ca),
+            ]
+        return [*argv, *self.args]
 
     def start(self) -> None:
         """Start the server and wait until it answers."""
-        log = (self.folder / "redis.log").open("ab")
-        self.process = subprocess.Popen(self.argv(), stdout=log, stderr=log,
-                                        stdin=subprocess.DEVNULL)
-        log.close()
-        wait_for_redis(self.ping_url(), self.process)
+        with (self.folder / "redis.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv(), stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            )
+        self.wait_ready()
 
-    def ping_url(self) -> str:
-        """A URL good enough for the readiness probe (only PING, which needs no auth)."""
-        return f"redis://127.0.0.1:{self.port}/0"
+    def client_options(self) -> dict[str, object]:
+        """Options a client of this server needs: the CA when it speaks TLS."""
+        return {"ssl_ca_certs": str(self.tls.ca)} if self.tls else {}
+
+    def wait_ready(self) -> None:
+        """Block until the server answers PING, with the test's credentials."""
+        assert self.process is not None
+        probe = redis.Redis.from_url(
+            self.url, socket_connect_timeout=0.5, socket_timeout=0.5, **self.client_options()
+        )
+        try:
+            wait_until(lambda: self._answers(probe), READY_TIMEOUT_S, 0.02)
+        finally:
+            probe.close()
+
+    def _answers(self, probe: redis.Redis) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"redis-server exited with code {self.process.returncode}")
+        try:
+            return bool(probe.ping())
+        except (redis.ConnectionError, redis.TimeoutError):
+            return False
 
     def stop(self) -> None:
         """Stop the server the polite way: SIGTERM, which flushes an append-only file."""
@@ -72,18 +189,30 @@ class RedisServer:
         self.process.send_signal(signal.SIGCONT)
 
     def client(self) -> redis.Redis:
-        """A plain client of this server."""
-        return redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=5)
+        """A plain client of this server, closed when the server is."""
+        client = redis.Redis.from_url(
+            self.url, decode_responses=True, socket_timeout=5, **self.client_options()
+        )
+        self._clients.append(client)
+        return client
+
+    def close_clients(self) -> None:
+        """Close every client handed out by `client`."""
+        for client in self._clients:
+            client.close()
 
 
 @contextlib.contextmanager
-def redis_server(folder: Path, *args: str) -> Iterator[RedisServer]:
+def redis_server(
+    folder: Path, *args: str, auth: str = "", tls: TlsFiles | None = None
+) -> Iterator[RedisServer]:
     """A started RedisServer, stopped (thawed first) when the block ends."""
-    server = RedisServer(folder, args)
+    server = RedisServer(folder, args, auth, tls)
     server.start()
     try:
         yield server
     finally:
+        server.close_clients()
         if server.process is not None:
             server.thaw()
         server.stop()
@@ -96,14 +225,16 @@ def traced(traces: Path, name: str, script: str) -> str:
     starts while any process of the first still lives cannot take it.
     """
     lock, pids, overlap = (traces / f"{name}.{part}" for part in ("lock", "pids", "overlap"))
-    return (f"exec 9>>{lock}; flock -n 9 || echo overlap >> {overlap}; "
-            f"echo $$ >> {pids}; {script}")
+    return f"exec 9>>{lock}; flock -n 9 || echo overlap >> {overlap}; echo $$ >> {pids}; {script}"
 
 
-def traced_agent(traces: Path, name: str, script: str, **fields: object) -> dict[str, object]:
-    """A `command` agent whose starts are recorded under `traces`."""
+def traced_agent(
+    traces: Path, name: str, script: str, env: dict[str, str] | None = None, **fields: object
+) -> dict[str, object]:
+    """A `command` agent whose starts are recorded under `traces`, its processes tagged."""
     argv = ["sh", "-c", traced(traces, name, script)]
-    return {"name": name, "platform": "command", "argv": argv, **fields}
+    tagged = {TRACE_VAR: str(traces), **(env or {})}
+    return {"name": name, "platform": "command", "argv": argv, "env": tagged, **fields}
 
 
 def started_pids(traces: Path, name: str) -> list[int]:
@@ -126,9 +257,10 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def agent_processes() -> list[int]:
-    """Pids of every live process that carries an agent marker."""
+def agent_processes(traces: Path) -> list[int]:
+    """Pids of every live agent process started with the trace folder `traces`."""
     needle = f"{MARKER_VAR}=".encode()
+    tag = f"{TRACE_VAR}={traces}".encode()
     found = []
     for name in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -136,13 +268,15 @@ def agent_processes() -> list[int]:
                 entries = environ.read().split(b"\0")
         except OSError:
             continue
-        if any(entry.startswith(needle) for entry in entries) and pid_alive(int(name)):
+        marked = any(entry.startswith(needle) for entry in entries)
+        if marked and tag in entries and pid_alive(int(name)):
             found.append(int(name))
     return found
 
 
-def wait_until(predicate: Callable[[], object], timeout_s: float = 20.0,
-               interval_s: float = 0.05) -> float:
+def wait_until(
+    predicate: Callable[[], object], timeout_s: float = 20.0, interval_s: float = 0.05
+) -> float:
     """Poll until `predicate` holds; return the seconds it took, fail after `timeout_s`."""
     started = time.monotonic()
     while not predicate():
@@ -152,8 +286,9 @@ def wait_until(predicate: Callable[[], object], timeout_s: float = 20.0,
     return time.monotonic() - started
 
 
-def assert_one_outcome_each(client: redis.Redis, aggregate: RunAggregate,
-                            names: list[str]) -> None:
+def assert_one_outcome_each(
+    client: redis.Redis, aggregate: RunAggregate, names: list[str]
+) -> None:
     """I1: each agent of the run has exactly one outcome, in Redis and in the aggregate."""
     outcome_names = [o.name for o in [*aggregate.successful, *aggregate.failed]]
     assert sorted(outcome_names) == sorted(names)
@@ -169,11 +304,11 @@ def assert_one_aggregate(client: redis.Redis, aggregate: RunAggregate, names: li
     assert aggregate.succeeded_count == len(aggregate.successful)
 
 
-def assert_no_agent_process_left(timeout_s: float = 5.0) -> None:
+def assert_no_agent_process_left(traces: Path, timeout_s: float = 5.0) -> None:
     """I3: no agent process is alive (given a moment for a kill already under way)."""
     with contextlib.suppress(AssertionError):
-        wait_until(lambda: not agent_processes(), timeout_s)
-    assert agent_processes() == []
+        wait_until(lambda: not agent_processes(traces), timeout_s)
+    assert agent_processes(traces) == []
 
 
 def assert_no_secret(secrets: list[str], *texts: str) -> None:
@@ -183,11 +318,13 @@ def assert_no_secret(secrets: list[str], *texts: str) -> None:
             assert secret not in text
 
 
-def assert_promises(client: redis.Redis, aggregate: RunAggregate, names: list[str]) -> None:
-    """I1, I2 and I3 for one finished run."""
+def assert_promises(
+    client: redis.Redis, aggregate: RunAggregate, names: list[str], traces: Path
+) -> None:
+    """I1, I2 and I3 for one finished run whose agents were traced under `traces`."""
     assert_one_outcome_each(client, aggregate, names)
     assert_one_aggregate(client, aggregate, names)
-    assert_no_agent_process_left()
+    assert_no_agent_process_left(traces)
 
 
 def rss_peak_kib(pid: int) -> int:

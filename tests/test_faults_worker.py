@@ -23,11 +23,11 @@ from orchestrator.models import (
     RunSpec,
     RunStatus,
 )
+from orchestrator.submission import publish
 from tests.conftest import WorkerFactory
 from tests.faults import (
     FAST,
     RedisServer,
-    agent_processes,
     assert_promises,
     copies_overlapped,
     pid_alive,
@@ -36,7 +36,6 @@ from tests.faults import (
     traced_agent,
     wait_until,
 )
-from workers.app import queue_for
 
 pytestmark = pytest.mark.fault
 
@@ -79,8 +78,13 @@ def rerun_agent(traces: Path, name: str) -> dict[str, object]:
     ids=["re-run", "attempt-cap"],
 )
 def test_a_killed_workers_agents_die_with_it_and_run_again_or_settle_worker_lost(
-    server: RedisServer, fleet_of: Fleet, start_worker: WorkerFactory, traces: Path,
-    max_attempts: int, starts: int, kind: FailureKind | None,
+    server: RedisServer,
+    fleet_of: Fleet,
+    start_worker: WorkerFactory,
+    traces: Path,
+    max_attempts: int,
+    starts: int,
+    kind: FailureKind | None,
 ) -> None:
     """SIGKILL of a worker: its agents die at once, then re-run elsewhere or settle lost."""
     settings = {**FAST, "max_attempts": str(max_attempts)}
@@ -98,8 +102,10 @@ def test_a_killed_workers_agents_die_with_it_and_run_again_or_settle_worker_lost
     aggregate = fleet_of.wait_settled(handle.run_id, timeout_s=30)
     settled_s = time.monotonic() - killed_at
 
-    print(f"\nworker SIGKILL: agents dead after {died_s:.2f} s, run settled after "
-          f"{settled_s:.2f} s (max_attempts={max_attempts})")
+    print(
+        f"\nworker SIGKILL: agents dead after {died_s:.2f} s, run settled after "
+        f"{settled_s:.2f} s (max_attempts={max_attempts})"
+    )
     assert died_s < 2.0
     assert settled_s < 10.0
     for name in names:
@@ -108,11 +114,14 @@ def test_a_killed_workers_agents_die_with_it_and_run_again_or_settle_worker_lost
         assert not copies_overlapped(traces, name)
         assert outcome.attempts == max_attempts
         assert (outcome.error.kind if outcome.error else None) == kind
-    assert_promises(server.client(), aggregate, names)
+    assert_promises(server.client(), aggregate, names, traces)
 
 
 def test_a_message_delivered_twice_does_not_start_its_agent_again(
-    server: RedisServer, fleet_of: Fleet, start_worker: WorkerFactory, traces: Path,
+    server: RedisServer,
+    fleet_of: Fleet,
+    start_worker: WorkerFactory,
+    traces: Path,
 ) -> None:
     """A redelivered spawn finds the agent leased (while it runs) or settled (after)."""
     worker = start_worker(url=server.url, settings=FAST, concurrency=2)
@@ -129,7 +138,7 @@ def test_a_message_delivered_twice_does_not_start_its_agent_again(
     assert worker.log().count("agentfleet.spawn[") >= 6  # three received, three succeeded
     assert started_pids(traces, "a") == started_pids(traces, "a")[:1]
     assert aggregate.outcome("a").output == "ran\n"
-    assert_promises(client, aggregate, ["a"])
+    assert_promises(client, aggregate, ["a"], traces)
 
 
 def replay_unacked(client: redis.Redis) -> None:
@@ -141,11 +150,14 @@ def replay_unacked(client: redis.Redis) -> None:
 
 def replay_message(fleet: Fleet, run_id: str, name: str) -> None:
     """Publish the first spawn of agent `name` once more, the way a replay would."""
-    fleet.app.send_task("agentfleet.spawn", args=[run_id, name, 1], queue=queue_for("command"))
+    publish(fleet.app, run_id, [(name, "command", 1)])
 
 
 def test_a_warm_shutdown_finishes_running_agents_and_hands_back_the_rest(
-    server: RedisServer, fleet_of: Fleet, start_worker: WorkerFactory, traces: Path,
+    server: RedisServer,
+    fleet_of: Fleet,
+    start_worker: WorkerFactory,
+    traces: Path,
 ) -> None:
     """SIGTERM: running agents finish and settle, waiting ones run on the next worker, once."""
     leaving = start_worker(url=server.url, settings=FAST, concurrency=2)
@@ -166,17 +178,19 @@ def test_a_warm_shutdown_finishes_running_agents_and_hands_back_the_rest(
     for name in names:
         assert len(started_pids(traces, name)) == 1
         assert aggregate.outcome(name).attempts == 1
-    assert_promises(server.client(), aggregate, names)
+    assert_promises(server.client(), aggregate, names, traces)
 
 
 def test_the_aggregate_is_written_even_if_the_settling_process_dies_at_once(
     server: RedisServer,
+    traces: Path,
 ) -> None:
     """A process killed right after sending the completing settle still leaves one aggregate."""
     client = server.client()
     collector = Collector(client)
-    spec = RunSpec.model_validate({"agents": [
-        {"name": n, "platform": "command", "argv": ["true"]} for n in ("a", "b")]})
+    spec = RunSpec.model_validate(
+        {"agents": [{"name": n, "platform": "command", "argv": ["true"]} for n in ("a", "b")]}
+    )
     collector.create(spec, dispatch_grace_s=60)
     collector.settle(spec.run_id, outcome_of("a"))
 
@@ -189,13 +203,18 @@ def test_the_aggregate_is_written_even_if_the_settling_process_dies_at_once(
     assert aggregate.status is RunStatus.SUCCEEDED
     assert collector.settle(spec.run_id, outcome_of("b")) == "duplicate"
     assert collector.finalize(spec.run_id, FailureKind.CANCELLED, "late", cancel=True) == "done"
-    assert_promises(client, aggregate, ["a", "b"])
+    assert_promises(client, aggregate, ["a", "b"], traces)
 
 
 def outcome_of(name: str) -> AgentOutcome:
     """A succeeded outcome of agent `name`."""
-    return AgentOutcome(name=name, platform="command", status=OutcomeStatus.SUCCEEDED,
-                        output=f"out-{name}", attempts=1)
+    return AgentOutcome(
+        name=name,
+        platform="command",
+        status=OutcomeStatus.SUCCEEDED,
+        output=f"out-{name}",
+        attempts=1,
+    )
 
 
 SETTLE_AND_DIE = """
@@ -208,28 +227,36 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def settle_then_die(server: RedisServer, collector: Collector, run_id: str,
-                    outcome: AgentOutcome) -> subprocess.CompletedProcess[bytes]:
+def settle_then_die(
+    server: RedisServer, collector: Collector, run_id: str, outcome: AgentOutcome
+) -> subprocess.CompletedProcess[bytes]:
     """Send the settle of `outcome` from a process that is SIGKILLed before any reply."""
     from orchestrator import keys
 
     script_keys = keys.run_script_keys(run_id, outcome.name)
-    args = ["settle", outcome.name, outcome.model_dump_json(), "0", "", "2026-01-01T00:00:00Z",
-            ""]
+    args = ["settle", outcome.name, outcome.model_dump_json(), "0", "", "2026-01-01T00:00:00Z", ""]
     command = ["EVALSHA", collector._run.sha, str(len(script_keys)), *script_keys, *args]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    return subprocess.run([sys.executable, "-c", SETTLE_AND_DIE, str(server.port), *command],
-                          capture_output=True, env=env, timeout=30, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", SETTLE_AND_DIE, str(server.port), *command],
+        capture_output=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
 
 
 def test_cancel_mid_flight_stops_every_agent_and_writes_one_aggregate(
-    server: RedisServer, fleet_of: Fleet, start_worker: WorkerFactory, traces: Path,
+    server: RedisServer,
+    fleet_of: Fleet,
+    start_worker: WorkerFactory,
+    traces: Path,
 ) -> None:
     """Cancel: running agent processes stop, open agents settle cancelled, one aggregate."""
     worker = start_worker(url=server.url, settings=FAST, concurrency=2)
     names = ["a", "b", "c"]
     handle = fleet_of.submit({"agents": [traced_agent(traces, n, "sleep 60") for n in names]})
-    wait_until(lambda: len(agent_processes()) >= 2)
+    wait_until(lambda: sum(len(started_pids(traces, n)) for n in names) == 2)
     running = [pid for n in names for pid in started_pids(traces, n)]
 
     aggregate = handle.cancel()
@@ -240,7 +267,8 @@ def test_cancel_mid_flight_stops_every_agent_and_writes_one_aggregate(
     assert aggregate.status is RunStatus.CANCELLED
     assert {o.error.kind for o in aggregate.failed if o.error} == {FailureKind.CANCELLED}
     assert len(running) == 2
-    wait_until(lambda: worker.log().count("agent_settled") + worker.log().count(
-        "spawn_skipped") >= 3)
+    wait_until(
+        lambda: worker.log().count("agent_settled") + worker.log().count("spawn_skipped") >= 3
+    )
     assert sum(len(started_pids(traces, n)) for n in names) == 2
-    assert_promises(server.client(), aggregate, names)
+    assert_promises(server.client(), aggregate, names, traces)
