@@ -16,6 +16,7 @@ import redis
 
 from orchestrator import Fleet
 from orchestrator.embedded import private_redis, stop_process
+from tests.stubmodel import StubModel
 
 WORKER_READY_TIMEOUT_S = 30.0
 REPO = Path(__file__).resolve().parent.parent
@@ -128,6 +129,14 @@ def start_worker(redis_url: str, tmp_path: Path) -> Iterator[WorkerFactory]:
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def stub() -> Iterator[StubModel]:
+    """A stub model server for one test."""
+    model = StubModel().start()
+    yield model
+    model.stop()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,6 @@ TOOLS_DIR = REPO / ".agentfleet" / "tools"
 OPENCODE_MODEL = "anthropic/claude-sonnet-4-5"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cli]
-
-
-@pytest.fixture
-def stub() -> Iterator[StubModel]:
-    """A stub model server for one test."""
-    model = StubModel().start()
-    yield model
-    model.stop()
 
 
 @pytest.fixture

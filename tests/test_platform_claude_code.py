@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -292,14 +291,6 @@ def test_result_after_other_lines_is_still_found() -> None:
 
 
 # The real claude binary against the stub model
-
-
-@pytest.fixture
-def stub() -> Iterator[StubModel]:
-    """A stub model server for one test."""
-    model = StubModel().start()
-    yield model
-    model.stop()
 
 
 @pytest.fixture

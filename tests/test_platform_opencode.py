@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -207,14 +206,6 @@ def test_output_without_any_event_is_invalid_output() -> None:
 
 
 # The real opencode binary against the stub model
-
-
-@pytest.fixture
-def stub() -> Iterator[StubModel]:
-    """A stub model server for one test."""
-    model = StubModel().start()
-    yield model
-    model.stop()
 
 
 @pytest.fixture
