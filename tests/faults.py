@@ -25,10 +25,10 @@ from orchestrator.embedded import READY_TIMEOUT_S, find_redis_server, free_port,
 from orchestrator.models import RunAggregate
 from workers.runner import MARKER_VAR
 
-# Short leases and a busy reaper make a dead worker noticed within about two seconds.
 # Other tests (and other programs) on this machine run agents too: each test tags the
 # agents it starts with this variable, and looks only for processes carrying its tag.
 TRACE_VAR = "FAULT_TRACES"
+# Short leases and a busy reaper make a dead worker noticed within about two seconds.
 FAST = {"lease_ttl_s": "2", "reaper_interval_s": "0.2", "kill_grace_s": "0.5"}
 
 
@@ -44,52 +44,16 @@ class TlsFiles:
 def make_tls_files(folder: Path) -> TlsFiles:
     """Create a CA and a server certificate it signed, valid for IP 127.0.0.1, with openssl."""
     files = TlsFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key")
-    key_options = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
     (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
     steps = [
-        [
-            "req",
-            "-x509",
-            *key_options,
-            "-keyout",
-            "ca.key",
-            "-out",
-            files.ca.name,
-            "-days",
-            "1",
-            "-subj",
-            "/CN=agentfleet-test-ca",
-        ],
-        [
-            "req",
-            *key_options,
-            "-keyout",
-            files.key.name,
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-        [
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            files.ca.name,
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            files.cert.name,
-            "-days",
-            "1",
-            "-extfile",
-            "san.ext",
-        ],
+        f"req -x509 {key} -keyout ca.key -out ca.pem -days 1 -subj /CN=agentfleet-test-ca",
+        f"req {key} -keyout server.key -out server.csr -subj /CN=127.0.0.1",
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem"
+        " -days 1 -extfile san.ext",
     ]
     for step in steps:
-        subprocess.run(["openssl", *step], cwd=folder, check=True, capture_output=True)
+        subprocess.run(["openssl", *step.split()], cwd=folder, check=True, capture_output=True)
     return files
 
 
@@ -110,35 +74,24 @@ class RedisServer:
 
     def argv(self) -> list[str]:
         """The command line: loopback only, data in the test's own folder."""
-        argv = [
-            find_redis_server(),
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.folder),
-        ]
+        options = {
+            "port": str(self.port),
+            "bind": "127.0.0.1",
+            "save": "",
+            "appendonly": "no",
+            "dir": str(self.folder),
+        }
         if self.tls:
-            argv += [
-                "--port",
-                "0",
-                "--tls-port",
-                str(self.port),
-                "--tls-auth-clients",
-                "no",
-                "--tls-cert-file",
-                str(self.tls.cert),
-                "--tls-key-file",
-                str(self.tls.key),
-                "--tls-ca-cert-file",
-                str(self.tls.ca),
-            ]
-        return [*argv, *self.args]
+            options |= {
+                "port": "0",
+                "tls-port": str(self.port),
+                "tls-auth-clients": "no",
+                "tls-cert-file": str(self.tls.cert),
+                "tls-key-file": str(self.tls.key),
+                "tls-ca-cert-file": str(self.tls.ca),
+            }
+        flags = [part for name, value in options.items() for part in (f"--{name}", value)]
+        return [find_redis_server(), *flags, *self.args]
 
     def start(self) -> None:
         """Start the server and wait until it answers."""

@@ -20,6 +20,7 @@ from tests.faults import (
     agent_processes,
     assert_no_agent_process_left,
     assert_promises,
+    copies_overlapped,
     redis_server,
     started_pids,
     traced_agent,
@@ -80,9 +81,9 @@ def test_a_run_survives_redis_frozen_for_ten_seconds(
 ) -> None:
     """SIGSTOP then SIGCONT: every agent settles once and the waiting client gets the run."""
     with redis_server(tmp_path) as server:
-        worker = start_worker(url=server.url, settings=FAST, concurrency=2)
-        run_id, waiting = submit_and_wait(server, traces, waiters, "sleep 3; echo ok")
-        wait_until(lambda: started_pids(traces, "a0"))
+        workers = [start_worker(url=server.url, settings=FAST, concurrency=2) for _ in "ab"]
+        run_id, waiting = submit_and_wait(server, traces, waiters, "sleep 13; echo ok")
+        wait_until(lambda: all(started_pids(traces, n) for n in AGENTS))
 
         server.freeze()
         frozen_at = time.monotonic()
@@ -99,8 +100,10 @@ def test_a_run_survives_redis_frozen_for_ten_seconds(
         )
         assert aggregate.run_id == run_id
         assert aggregate.status is RunStatus.SUCCEEDED
+        assert not any(copies_overlapped(traces, n) for n in AGENTS)
         assert_promises(server.client(), aggregate, AGENTS, traces)
-        worker.stop()  # before its Redis, so it shuts down warm and quickly
+        for worker in workers:
+            worker.stop()  # before their Redis, so they shut down warm and quickly
 
 
 def test_a_run_survives_a_restart_of_redis_with_its_append_only_file(

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from kombu.exceptions import OperationalError
 
 from orchestrator import Fleet, Settings, SpecError
 from orchestrator.errors import RedisUnavailableError
 from orchestrator.keys import QUEUE_PREFIX
-from orchestrator.models import RunStatus
+from orchestrator.models import RunAggregate, RunStatus
 from tests.conftest import REPO, WorkerFactory, command_agent, worker_env
 from tests.faults import (
     FAST,
@@ -65,7 +66,7 @@ def traces(tmp_path: Path) -> Path:
     return folder
 
 
-def run_to_end(url: str, spec: dict[str, Any], **settings: Any) -> Any:
+def run_to_end(url: str, spec: dict[str, Any], **settings: Any) -> RunAggregate:
     """Submit `spec` at `url` and return its aggregate, whatever its status."""
     fleet = Fleet.from_url(url, **settings)
     try:
@@ -116,13 +117,15 @@ def test_a_pickle_message_is_refused_and_nothing_in_it_runs(
 ) -> None:
     """The broker takes JSON only: a pickle on the queue is consumed, refused, never loaded."""
     worker = start_worker(url=server.url, settings=FAST)
-    planted = traces / "pwned"
+    planted, control = traces / "pwned", traces / "control"
+    pickle.loads(pickle.dumps(Planted(f"touch {control}")))  # the payload is live
     client = server.client()
 
     client.lpush(COMMAND_QUEUE, pickle_message(f"touch {planted}"))
     wait_until(lambda: "Refusing to deserialize" in worker.log())
     aggregate = run_to_end(server.url, {"agents": [command_agent("after", "echo fine")]})
 
+    assert control.exists()
     assert client.llen(COMMAND_QUEUE) == 0
     assert "application/x-python-serialize" in worker.log()
     assert not planted.exists()
@@ -164,16 +167,24 @@ def test_a_forged_spawn_message_changes_nothing(
     fleet = Fleet.from_url(server.url)
     handle = fleet.submit({"run_id": "run-x", "agents": [traced_agent(traces, "a", "echo ran")]})
     aggregate = fleet.wait_settled(handle.run_id, timeout_s=30)
-    client = server.client()
-    before = sorted(client.keys("agentfleet:*"))
+    before = snapshot(server)
 
     fleet.app.send_task("agentfleet.spawn", args=args, queue=COMMAND_QUEUE)
     wait_until(lambda: worker.log().count("agentfleet.spawn[") >= 4)
     fleet.close()
 
-    assert sorted(client.keys("agentfleet:*")) == before
+    assert snapshot(server) == before
     assert (traces / "a.pids").read_text().count("\n") == 1
-    assert_promises(client, aggregate, ["a"], traces)
+    assert_promises(server.client(), aggregate, ["a"], traces)
+
+
+def snapshot(server: RedisServer) -> dict[str, bytes | None]:
+    """Every agentfleet key and its serialized value."""
+    raw = redis.Redis.from_url(server.url)
+    try:
+        return {str(key): raw.dump(key) for key in raw.keys("agentfleet:*")}
+    finally:
+        raw.close()
 
 
 LIMITS = {
@@ -295,7 +306,8 @@ def test_logs_and_flower_show_ids_but_no_prompt_output_or_credential(
 
     assert aggregate.outcome("quiet").output == f"{output}\n"
     assert all(name in logs[0] for name in (aggregate.run_id, '"agent": "quiet"', "command"))
-    assert "fleet:**@" in logs[0]
+    assert "fleet:***@" in logs[0]  # agentfleet's own worker_starting line
+    assert "fleet:**@" in logs[0]  # Celery's banner masks it its own way
     assert_no_secret([prompt, output, PASSWORD, CLOUD_SECRET], *logs, *pages)
 
 

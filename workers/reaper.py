@@ -33,6 +33,8 @@ class Reaper(threading.Thread):
         self.app = app
         self.halt = threading.Event()
         self._renewed_at = 0.0
+        self._tick_done_at = 0.0
+        self._steady_since = 0.0
 
     def run(self) -> None:
         while not self.halt.wait(self.ctx.settings.reaper_interval_s):
@@ -48,9 +50,24 @@ class Reaper(threading.Thread):
             self._renewed_at = time.monotonic()
 
         self.kill_requested()
-        self.recover_expired_leases()
+        if self._redis_steady():
+            self.recover_expired_leases()
         self.finalize_past_deadline()
         self.redispatch()
+        self._tick_done_at = time.monotonic()
+
+    def _redis_steady(self) -> bool:
+        """Whether this reaper has reached Redis without a gap for a whole lease TTL.
+
+        After a gap longer than one renewal (Redis paused or restarting, this worker just
+        started) leases may look expired although their holders are alive; holders renew
+        within a third of a TTL, so waiting one TTL keeps live agents from being killed.
+        """
+        now = time.monotonic()
+        settings = self.ctx.settings
+        if now - self._tick_done_at > settings.lease_renew_s + settings.reaper_interval_s:
+            self._steady_since = now
+        return now - self._steady_since >= settings.lease_ttl_s
 
     def kill_requested(self) -> None:
         """Kill the leftover processes of agents whose leases expired elsewhere."""
@@ -64,9 +81,13 @@ class Reaper(threading.Thread):
         collector = self.ctx.collector
         for member in collector.claim_due(keys.LEASES):
             run_id, agent, attempt, token = keys.parse_lease_member(member)
-            self._kill_leftovers(token)
-
             decision = collector.requeue(member, self.ctx.settings.max_attempts)
+            # Only a lease Redis found dead is cleared away: its holder may have renewed
+            # between the claim and the decision. The kill precedes the next attempt's
+            # message, so two copies never run at once.
+            if decision.action != "alive":
+                self._kill_leftovers(token)
+
             log.info(
                 "lease_expired",
                 run_id=run_id,

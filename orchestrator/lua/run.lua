@@ -182,10 +182,16 @@ end
 function ops.settle()
   local name, token = ARGV[2], ARGV[5]
   if not run_exists() then return 'gone' end
-  if token ~= '' and redis.call('GET', KEYS[LEASE]) == token then
-    redis.call('DEL', KEYS[LEASE])
-  end
   redis.call('ZREM', KEYS[LEASES], ARGV[7])
+  if token ~= '' then
+    local holder = redis.call('GET', KEYS[LEASE])
+    -- A copy whose lease passed to a newer attempt (or another holder) was killed or is
+    -- about to be: what it reports is not the agent's outcome.
+    local mine = tonumber(string.match(ARGV[7], '\n(%d+)\n[^\n]*$'))
+    local current = tonumber(redis.call('HGET', KEYS[ATTEMPTS], name)) or 1
+    if (holder and holder ~= token) or (mine and mine < current) then return 'stale' end
+    if holder == token then redis.call('DEL', KEYS[LEASE]) end
+  end
 
   local usage = nil
   if #ARGV >= 12 then usage = {ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]} end
