@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -111,3 +113,38 @@ def test_the_environment_is_an_allowlist() -> None:
     env = build_env(source, ["PATH", "HOME"], ("CLAUDE_CODE_",), {"EXTRA": "yes"})
 
     assert env == {"PATH": "/bin", "HOME": "/root", "CLAUDE_CODE_X": "1", "EXTRA": "yes"}
+
+
+SUBREAPER_SCRIPT = """
+import os, threading, uuid
+from workers.platforms.base import Invocation
+from workers import runner
+assert runner.become_subreaper()
+token = uuid.uuid4().hex
+script = "setsid sh -c 'sleep 60' > /dev/null 2>&1 < /dev/null & echo $!"
+result = {}
+def agent():
+    result['r'] = runner.run_process(Invocation(argv=['sh', '-c', script]),
+                                     {'PATH': os.environ['PATH']}, token, 10, 1000, 0.5)
+thread = threading.Thread(target=agent)
+thread.start()
+thread.join()
+print(result['r'].stdout.decode().strip(), len(runner.marked_pids(token)),
+      len(runner.adopted_children()))
+"""
+
+
+def test_a_subreaper_worker_kills_and_reaps_an_agents_orphans() -> None:
+    """With the worker as subreaper, a detached grandchild is adopted, killed and reaped."""
+    done = subprocess.run(
+        [sys.executable, "-c", SUBREAPER_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+
+    grandchild, marked, adopted = done.stdout.split()
+
+    assert int(grandchild) > 0
+    assert (marked, adopted) == ("0", "0")

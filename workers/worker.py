@@ -16,7 +16,7 @@ from orchestrator.settings import Settings
 from workers.app import create_app
 from workers.platforms import Platform, load_platform
 from workers.reaper import Reaper
-from workers.runner import start_keeper
+from workers.runner import become_subreaper, start_keeper
 from workers.tasks import WorkerContext, bind_context
 
 log = structlog.get_logger(__name__)
@@ -68,6 +68,7 @@ def run_worker(
     ctx = WorkerContext(settings, Collector(client), platforms)
     bind_context(ctx)
     keeper = start_keeper(ctx.token_prefix)
+    adopts_orphans = become_subreaper()
     reaper = Reaper(ctx, app)
     reaper.start()
 
@@ -78,6 +79,7 @@ def run_worker(
         concurrency=concurrency,
         redis=mask_url(url),
         node=nodename,
+        adopts_orphans=adopts_orphans,
     )
     queues = ",".join(queue_for(p) for p in platform_names)
     try:
