@@ -72,7 +72,9 @@ class Fleet:
     def app(self) -> Celery:
         from workers.app import create_app
 
-        return create_app(self.settings, self.url)
+        # Publishing needs no task registered; a second registration in one process would
+        # warn (DuplicateTaskNameWarning) when a worker runs in it too.
+        return create_app(self.settings, self.url, with_tasks=False)
 
     def submit(self, spec: SpecSource) -> RunHandle:
         """Validate the whole run, then accept it; the same run_id returns the existing run."""

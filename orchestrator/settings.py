@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     # OpenCode has no retry budget to set: 1.18.33 hard-codes five retries (see
     # docs/platforms.md), so a 5xx without retry-after costs about 75 s before it fails.
 
+    # Celery task events feed Flower; they cost about a tenth of a worker's CPU per agent
+    # (bench/), so they are off unless asked for.
+    task_events: bool = False
+
     worker_concurrency: int = Field(default=16, ge=1)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"

@@ -98,7 +98,9 @@ def submit(collector: Collector, app: Celery, spec: RunSpec, settings: Settings)
 
 def publish(app: Celery, run_id: str, spawns: Iterable[tuple[str, str, int]]) -> None:
     """Publish one spawn message per (agent name, platform, attempt); ids only, no prompt."""
-    with app.producer_or_acquire() as producer:
+    # One Redis pipeline for the whole batch; a failed flush publishes nothing, and the
+    # reaper's re-dispatch of unconfirmed runs publishes them again.
+    with app.producer_or_acquire() as producer, producer.batch():
         for name, platform, attempt in spawns:
             app.send_task(
                 SPAWN_TASK,

@@ -151,8 +151,3 @@ def command_agent(name: str, script: str, **fields: object) -> dict[str, object]
     """A `command` agent running `sh -c script`."""
     return {"name": name, "platform": "command", "argv": ["sh", "-c", script], **fields}
 
-
-def command_stats(client: redis.Redis) -> dict[str, int]:
-    """Calls per Redis command so far, from INFO commandstats."""
-    stats = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}

@@ -223,3 +223,19 @@ def test_a_thousand_agent_aggregate_keeps_spec_order(collector: Collector, run_i
     aggregate = collector.aggregate(run_id)
     assert aggregate is not None
     assert [o.name for o in aggregate.successful] == names
+
+
+def test_a_scheduled_attempt_that_never_started_is_published_again(
+    collector: Collector, redis_client: redis.Redis, run_id: str
+) -> None:
+    """An expired attempt-1 lease seen after attempt 2 was scheduled re-publishes attempt 2."""
+    make_run(collector, run_id, ["a"])
+    lease = collector.acquire(run_id, "a", 1, "host/one", ttl_s=10)
+    assert isinstance(lease, Lease)
+    redis_client.delete(keys.lease_key(run_id, "a"))
+    first = collector.requeue(lease.member, max_attempts=3)
+
+    again = collector.requeue(lease.member, max_attempts=3)
+
+    assert (first.action, first.attempt) == ("requeue", 2)
+    assert (again.action, again.platform, again.attempt) == ("requeue", "command", 2)

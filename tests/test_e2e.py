@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from datetime import UTC, datetime
+from unittest import mock
 
 import pytest
 import redis
@@ -16,7 +17,7 @@ from orchestrator import (
     MultiAgentError,
     RunStatus,
 )
-from tests.conftest import WorkerFactory, command_agent, command_stats
+from tests.conftest import WorkerFactory, command_agent
 
 pytestmark = pytest.mark.e2e
 
@@ -153,21 +154,23 @@ def test_a_run_with_no_worker_at_all_ends_when_its_waiter_sees_the_deadline(
 
 
 def test_waiting_blocks_on_redis_instead_of_polling(
-    fleet: Fleet, start_worker: WorkerFactory, run_id: str, redis_client: redis.Redis
+    fleet: Fleet, start_worker: WorkerFactory, run_id: str
 ) -> None:
-    """A 3 s wait costs a handful of Redis reads and wakes right after the aggregate."""
+    """A 3 s wait sends a handful of Redis commands and wakes right after the aggregate."""
     start_worker("command")
     handle = fleet.submit({"run_id": run_id, "agents": [command_agent("a", "sleep 3")]})
-    before = command_stats(redis_client)
+    client = fleet.collector.redis
+    sent: list[str] = []
+    send = client.execute_command
 
-    aggregate = handle.fleet.wait_settled(run_id, timeout_s=30)
+    with mock.patch.object(
+        client, "execute_command", lambda *a, **k: sent.append(a[0]) or send(*a, **k)
+    ):
+        aggregate = handle.fleet.wait_settled(run_id, timeout_s=30)
     woke_at = datetime.now(UTC)
 
-    after = command_stats(redis_client)
-    gets = after.get("get", 0) - before.get("get", 0)
-    blocks = after.get("blmove", 0) - before.get("blmove", 0)
-    assert blocks >= 1
-    assert gets <= 6
+    assert sent.count("BLMOVE") >= 1
+    assert len(sent) <= 12
     assert (woke_at - aggregate.finished_at).total_seconds() < 0.5
 
 

@@ -292,7 +292,9 @@ def test_logs_and_flower_show_ids_but_no_prompt_output_or_credential(
     """Worker logs and Flower name the run, agent and platform; never the secret parts."""
     prompt, output = "prompt-" + uuid.uuid4().hex, "output-" + uuid.uuid4().hex
     worker = start_worker(
-        url=secured.url, settings=FAST, extra_env={"AWS_SECRET_ACCESS_KEY": CLOUD_SECRET}
+        url=secured.url,
+        settings={**FAST, "task_events": "true"},
+        extra_env={"AWS_SECRET_ACCESS_KEY": CLOUD_SECRET},
     )
     agent = traced_agent(traces, "quiet", f"cat >/dev/null; echo {output}", prompt=prompt)
 

@@ -20,8 +20,8 @@ def broker_tls_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def create_app(settings: Settings, url: str | None = None) -> Celery:
-    """A Celery app bound to the configured Redis; it registers the spawn task."""
+def create_app(settings: Settings, url: str | None = None, with_tasks: bool = True) -> Celery:
+    """A Celery app bound to the configured Redis; a worker's also registers the spawn task."""
     app = Celery("agentfleet", set_as_current=False)
     app.conf.update(
         broker_url=url or redis_url(settings),
@@ -40,17 +40,18 @@ def create_app(settings: Settings, url: str | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         task_default_queue=queue_for("default"),
         worker_hijack_root_logger=False,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
     )
     if app.conf.broker_url.startswith("rediss://"):
         # kombu takes TLS options only as a dict: without one a rediss:// URL is dialled
         # in plain text, so certificate checking is asked for explicitly.
         app.conf.broker_use_ssl = broker_tls_options(settings)
 
-    from workers.tasks import register
+    if with_tasks:
+        from workers.tasks import register
 
-    register(app)
+        register(app)
     return app
 
 

@@ -94,7 +94,7 @@ def run_worker(
                 str(concurrency),
                 "-n",
                 nodename,
-                "-E",
+                *(["-E"] if settings.task_events else []),
                 "--without-gossip",
                 "--without-mingle",
                 "-l",

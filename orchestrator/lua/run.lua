@@ -224,7 +224,12 @@ function ops.requeue()
     return {'alive'}
   end
   local current = tonumber(redis.call('HGET', KEYS[ATTEMPTS], name)) or 1
-  if attempt < current then return {'stale'} end
+  local spec = cjson.decode(redis.call('HGET', KEYS[AGENTS], name))
+  if attempt < current then
+    -- A newer attempt was scheduled and holds no lease: the reaper that scheduled it may
+    -- have died before publishing it. Publishing it again is harmless (leases dedupe).
+    return {'requeue', spec['platform'], tostring(current)}
+  end
 
   if current >= tonumber(ARGV[4]) then
     local message = 'worker lost on attempt ' .. current .. ' of ' .. ARGV[4]
@@ -232,7 +237,6 @@ function ops.requeue()
     return {'lost', complete_if_settled(ARGV[5])}
   end
   redis.call('HSET', KEYS[ATTEMPTS], name, current + 1)
-  local spec = cjson.decode(redis.call('HGET', KEYS[AGENTS], name))
   return {'requeue', spec['platform'], tostring(current + 1)}
 end
 
