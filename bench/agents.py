@@ -67,8 +67,12 @@ def make_agents(count: int, sleep_s: float = 0.0, payload_bytes: int = 0) -> lis
 def _agent(name: str, text: str, fails: bool, sleep_s: float) -> Agent:
     if sleep_s > 0:
         tail = f"exit {FAIL_CODE}" if fails else f"echo {text}"
-        return Agent(name, ("/bin/sh", "-c", f"sleep {sleep_s:g}; {tail}"),
-                     "" if fails else text + "\n", FAIL_CODE if fails else 0)
+        return Agent(
+            name,
+            ("/bin/sh", "-c", f"sleep {sleep_s:g}; {tail}"),
+            "" if fails else text + "\n",
+            FAIL_CODE if fails else 0,
+        )
     if fails:
         return Agent(name, ("/bin/sh", "-c", f"exit {FAIL_CODE}"), "", FAIL_CODE)
     return Agent(name, ("/bin/echo", text), text + "\n", 0)
@@ -86,8 +90,12 @@ def outcome_record(name: str, exit_code: int | None, output: str) -> dict[str, A
     """One outcome as the baseline variants store it: failures are data, never raised."""
     if exit_code == 0:
         return {"name": name, "status": "succeeded", "output": output}
-    return {"name": name, "status": "failed", "error": failure_reason(exit_code),
-            "exit_code": exit_code}
+    return {
+        "name": name,
+        "status": "failed",
+        "error": failure_reason(exit_code),
+        "exit_code": exit_code,
+    }
 
 
 def aggregate_doc(run_id: str, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -109,8 +117,7 @@ def canonical_doc(doc: dict[str, Any]) -> Canonical:
     return canonical
 
 
-def write_aggregate(client: redis.Redis, run_id: str, doc: dict[str, Any],
-                    signal: bool) -> None:
+def write_aggregate(client: redis.Redis, run_id: str, doc: dict[str, Any], signal: bool) -> None:
     """One SET of the aggregate, plus the done signal when another process waits for it."""
     body = json.dumps(doc, separators=(",", ":"))
     if not signal:

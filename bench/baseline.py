@@ -16,13 +16,12 @@ from typing import Any
 import redis
 from celery import Celery
 
-from bench.agents import aggregate_doc, outcome_record, write_aggregate
+from bench.agents import KEY_TTL_S, aggregate_doc, outcome_record, write_aggregate
 
 QUEUE = "bench.baseline"
 SPAWN_TASK = "bench.spawn"
 COLLECT_TASK = "bench.collect"
 AGENT_TIMEOUT_S = 900.0
-KEY_TTL_S = 3600
 
 
 def create_app(url: str) -> Celery:
@@ -48,8 +47,13 @@ def create_app(url: str) -> Celery:
 def spawn(name: str, argv: list[str]) -> dict[str, Any]:
     """Run one agent process; its failure is returned, never raised."""
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=AGENT_TIMEOUT_S, check=False)
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=AGENT_TIMEOUT_S,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as err:
         return {"name": name, "status": "failed", "error": str(err), "exit_code": None}
     return outcome_record(name, done.returncode, done.stdout.decode("utf-8", "replace"))
@@ -68,9 +72,23 @@ def _client(url: str) -> redis.Redis:
 def run_worker(url: str, concurrency: int) -> None:
     """Serve the baseline queue with a threads pool of `concurrency`."""
     app = create_app(url)
-    app.worker_main(["worker", "-Q", QUEUE, "-P", "threads", "-c", str(concurrency),
-                     "-n", f"bench-{concurrency}@{socket.gethostname()}",
-                     "--without-gossip", "--without-mingle", "-l", "INFO"])
+    app.worker_main(
+        [
+            "worker",
+            "-Q",
+            QUEUE,
+            "-P",
+            "threads",
+            "-c",
+            str(concurrency),
+            "-n",
+            f"bench-{concurrency}@{socket.gethostname()}",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "INFO",
+        ]
+    )
 
 
 if __name__ == "__main__":

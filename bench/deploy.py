@@ -60,8 +60,18 @@ class Deployment:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTFLEET_")}
         env.update({"AGENTFLEET_REDIS_URL": self.url, "AGENTFLEET_LOG_FORMAT": "json"})
         name = f"af{len(self.workers)}-{concurrency}@bench"
-        argv = [sys.executable, "-m", "orchestrator.cli", "worker", "--platform", "command",
-                "--concurrency", str(concurrency), "--name", name]
+        argv = [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "worker",
+            "--platform",
+            "command",
+            "--concurrency",
+            str(concurrency),
+            "--name",
+            name,
+        ]
         return self._start("agentfleet", argv, env)
 
     def start_baseline(self, concurrency: int) -> Worker:
@@ -72,8 +82,14 @@ class Deployment:
     def _start(self, role: str, argv: list[str], env: dict[str, str]) -> Worker:
         log_path = self.folder / f"{role}-{len(self.workers)}.log"
         with log_path.open("wb") as log:
-            process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, cwd=REPO)
+            process = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO,
+            )
         worker = Worker(role, process, log_path)
         self.workers.append(worker)
         return worker

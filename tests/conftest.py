@@ -150,4 +150,3 @@ def fleet(redis_url: str) -> Iterator[Fleet]:
 def command_agent(name: str, script: str, **fields: object) -> dict[str, object]:
     """A `command` agent running `sh -c script`."""
     return {"name": name, "platform": "command", "argv": ["sh", "-c", script], **fields}
-
