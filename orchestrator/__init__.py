@@ -10,6 +10,7 @@ from orchestrator.errors import (
     SpecError,
     WaitTimeoutError,
 )
+from orchestrator.logs import quiet_by_default
 from orchestrator.models import (
     AgentError,
     AgentOutcome,
@@ -23,6 +24,8 @@ from orchestrator.models import (
     Usage,
 )
 from orchestrator.settings import Settings
+
+quiet_by_default()
 
 __all__ = [
     "AgentError",

@@ -31,3 +31,13 @@ def configure_logging(settings: Settings) -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr)
+
+
+def quiet_by_default() -> None:
+    """Keep a host program that never configured structlog free of our debug and info lines.
+
+    structlog's unconfigured default prints every level; a library must not. A program that
+    configures structlog itself (as the agentfleet CLI does) replaces this.
+    """
+    if not structlog.is_configured():
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))

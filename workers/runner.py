@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from workers.platforms.base import Invocation, ProcessResult, tail_text
@@ -313,8 +313,9 @@ def kill_orphans(token: str) -> int:
     needle = f"{MARKER_VAR}={token}\0".encode()
     killed = 0
     for _ in range(50):
-        targets = [pid for pid in adopted_children() if _carries(pid, needle)]
-        _reap_dead_orphans()
+        adopted = adopted_children()
+        targets = [pid for pid in adopted if _carries(pid, needle)]
+        _reap_dead(pid for pid in adopted if pid not in targets)
         if not targets:
             break
         for pid in targets:
@@ -328,9 +329,9 @@ def kill_orphans(token: str) -> int:
     return killed
 
 
-def _reap_dead_orphans() -> None:
+def _reap_dead(pids: Iterable[int]) -> None:
     """Collect adopted orphans that already exited, so none lingers as a zombie."""
-    for pid in adopted_children():
+    for pid in pids:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -10,6 +11,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,7 +125,7 @@ def run_agent(ctx: WorkerContext, lease: Lease, stop: threading.Event) -> AgentO
     """Run the leased agent on its platform and turn whatever happened into an outcome."""
     agent = lease.agent
     started_at = datetime.now(UTC)
-    log.info(
+    log.debug(
         "agent_started",
         run_id=lease.run_id,
         agent=agent.name,
@@ -131,23 +133,24 @@ def run_agent(ctx: WorkerContext, lease: Lease, stop: threading.Event) -> AgentO
         attempt=lease.attempt,
     )
 
-    workdir = Path(tempfile.mkdtemp(prefix="agentfleet-"))
-    try:
+    with _workdir(ctx.platforms.get(agent.platform)) as workdir:
         verdict, result = _run_on_platform(ctx, lease, workdir, stop)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
-    outcome = _outcome(ctx, lease, verdict, result, started_at)
-    log.info(
-        "agent_finished",
-        run_id=lease.run_id,
-        agent=agent.name,
-        platform=agent.platform,
-        status=outcome.status.value,
-        kind=outcome.error.kind.value if outcome.error else None,
-        duration_s=outcome.duration_s,
-    )
-    return outcome
+    return _outcome(ctx, lease, verdict, result, started_at)
+
+
+@contextlib.contextmanager
+def _workdir(platform: Platform | None) -> Iterator[Path]:
+    """A private folder for platforms that need one; making and removing it costs about a
+    tenth of a fast agent's worker CPU (bench/), so the others get the shared temp folder."""
+    if platform is None or not platform.needs_workdir:
+        yield Path(tempfile.gettempdir())
+        return
+    folder = Path(tempfile.mkdtemp(prefix="agentfleet-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _run_on_platform(
@@ -249,7 +252,17 @@ def settle_with_retry(ctx: WorkerContext, lease: Lease, outcome: AgentOutcome) -
     while True:
         try:
             result = ctx.collector.settle(lease.run_id, outcome, lease.token, lease.member)
-            log.info("agent_settled", run_id=lease.run_id, agent=outcome.name, result=result)
+            log.info(
+                "agent_settled",
+                run_id=lease.run_id,
+                agent=outcome.name,
+                platform=outcome.platform,
+                attempt=lease.attempt,
+                status=outcome.status.value,
+                kind=outcome.error.kind.value if outcome.error else None,
+                duration_s=outcome.duration_s,
+                result=result,
+            )
             return
         except TRANSIENT_ERRORS as err:
             if time.monotonic() > give_up_at:

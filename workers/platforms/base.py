@@ -58,6 +58,9 @@ class Platform(ABC):
     # core allowlist: credentials reach the agents of this platform and no other.
     extra_env: ClassVar[tuple[str, ...]] = ()
     extra_env_prefixes: ClassVar[tuple[str, ...]] = ()
+    # Whether prepare() writes to its workdir; a platform that does not gets the shared
+    # temp folder instead of a private one, and must not write there.
+    needs_workdir: ClassVar[bool] = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

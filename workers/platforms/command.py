@@ -12,6 +12,7 @@ class CommandPlatform(Platform):
     """A generic agent: succeeded when it exits 0, its stdout decoded as UTF-8."""
 
     name = "command"
+    needs_workdir = False
 
     def validate(self, agent: AgentSpec, run: RunSpec) -> list[tuple[str, str]]:
         if not agent.argv:
