@@ -16,6 +16,7 @@ import redis
 
 from orchestrator import Fleet
 from orchestrator.embedded import private_redis, stop_process
+from tests.faults import RedisServer, redis_server
 from tests.stubmodel import StubModel
 
 WORKER_READY_TIMEOUT_S = 30.0
@@ -137,6 +138,21 @@ def stub() -> Iterator[StubModel]:
     model = StubModel().start()
     yield model
     model.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private Redis for this test alone, which fault tests may freeze or restart."""
+    with redis_server(tmp_path) as started:
+        yield started
+
+
+@pytest.fixture
+def traces(tmp_path: Path) -> Path:
+    """A folder where fault-test agents record their starts and leave evidence."""
+    folder = tmp_path / "traces"
+    folder.mkdir()
+    return folder
 
 
 @pytest.fixture

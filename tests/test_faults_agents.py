@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from tests.faults import (
     RedisServer,
     assert_promises,
     pid_alive,
-    redis_server,
     rss_peak_kib,
     traced_agent,
 )
@@ -27,21 +25,6 @@ pytestmark = pytest.mark.fault
 FLOOD_BYTES = 100 * 1024 * 1024
 OUTPUT_CAP_BYTES = 1024 * 1024
 RSS_GROWTH_LIMIT_KIB = 40 * 1024
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private Redis for this test alone."""
-    with redis_server(tmp_path) as started:
-        yield started
-
-
-@pytest.fixture
-def traces(tmp_path: Path) -> Path:
-    """A folder where agents record their starts and leave evidence."""
-    folder = tmp_path / "traces"
-    folder.mkdir()
-    return folder
 
 
 @pytest.fixture

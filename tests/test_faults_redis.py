@@ -34,14 +34,6 @@ AGENTS = [f"a{i}" for i in range(4)]
 
 
 @pytest.fixture
-def traces(tmp_path: Path) -> Path:
-    """A folder where agents record their starts."""
-    folder = tmp_path / "traces"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
 def waiters() -> Iterator[ThreadPoolExecutor]:
     """Threads in which clients wait for runs while the test breaks Redis."""
     with ThreadPoolExecutor(max_workers=2) as pool:

@@ -45,25 +45,10 @@ COMMAND_QUEUE = f"{QUEUE_PREFIX}command"
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private Redis for this test alone."""
-    with redis_server(tmp_path) as started:
-        yield started
-
-
-@pytest.fixture
 def secured(tmp_path: Path) -> Iterator[RedisServer]:
     """A private Redis whose only user is `fleet`, with a password."""
     with redis_server(tmp_path, *ACL, auth=f"fleet:{PASSWORD}@") as started:
         yield started
-
-
-@pytest.fixture
-def traces(tmp_path: Path) -> Path:
-    """A folder where agents record their starts."""
-    folder = tmp_path / "traces"
-    folder.mkdir()
-    return folder
 
 
 def run_to_end(url: str, spec: dict[str, Any], **settings: Any) -> RunAggregate:

@@ -33,7 +33,6 @@ from tests.faults import (
     assert_promises,
     copies_overlapped,
     pid_alive,
-    redis_server,
     started_pids,
     traced_agent,
     wait_until,
@@ -43,21 +42,6 @@ pytestmark = pytest.mark.fault
 
 # The first copy of an agent sleeps long; a copy that finds an earlier start finishes at once.
 FIRST_COPY_SLEEPS = "[ $(wc -l < {pids}) -gt 1 ] || sleep 60; echo ran"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private Redis for this test alone."""
-    with redis_server(tmp_path) as started:
-        yield started
-
-
-@pytest.fixture
-def traces(tmp_path: Path) -> Path:
-    """A folder where agents record their starts."""
-    folder = tmp_path / "traces"
-    folder.mkdir()
-    return folder
 
 
 @pytest.fixture
