@@ -11,10 +11,11 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import redis
 import structlog
@@ -30,6 +31,8 @@ from workers.platforms.base import ProcessResult, Verdict
 from workers.runner import SpawnFailedError, build_env, run_process
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 IDENTIFIER = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
@@ -100,7 +103,17 @@ def spawn_args_valid(run_id: object, agent_name: object, attempt: object) -> boo
 def execute_spawn(ctx: WorkerContext, run_id: str, agent_name: str, attempt: int) -> None:
     """Run one attempt of one agent and settle its outcome; a no-op for stale copies."""
     token = ctx.new_token()
-    claim = ctx.collector.acquire(run_id, agent_name, attempt, token, ctx.settings.lease_ttl_s)
+    # Taking the lease again with the same token is a no-op, so a retry is safe; if Redis
+    # stays away, the error fails the task and the run's deadline settles the agent.
+    claim = ride_out_outage(
+        ctx,
+        "lease",
+        lambda: ctx.collector.acquire(
+            run_id, agent_name, attempt, token, ctx.settings.lease_ttl_s
+        ),
+        run_id=run_id,
+        agent=agent_name,
+    )
     if not isinstance(claim, Lease):
         log.info("spawn_skipped", run_id=run_id, agent=agent_name, attempt=attempt, why=claim)
         return
@@ -245,35 +258,47 @@ def _outcome(
     )
 
 
-def settle_with_retry(ctx: WorkerContext, lease: Lease, outcome: AgentOutcome) -> None:
-    """Settle the outcome, riding out a Redis outage for up to `settle_retry_s`."""
+def ride_out_outage(ctx: WorkerContext, action: str, call: Callable[[], T], **context: Any) -> T:
+    """Run an idempotent Redis call, retrying through an outage of up to `settle_retry_s`."""
     give_up_at = time.monotonic() + ctx.settings.settle_retry_s
     delay_s = 0.1
     while True:
         try:
-            result = ctx.collector.settle(lease.run_id, outcome, lease.token, lease.member)
-            log.info(
-                "agent_settled",
-                run_id=lease.run_id,
-                agent=outcome.name,
-                platform=outcome.platform,
-                attempt=lease.attempt,
-                status=outcome.status.value,
-                kind=outcome.error.kind.value if outcome.error else None,
-                duration_s=outcome.duration_s,
-                result=result,
-            )
-            return
+            return call()
         except TRANSIENT_ERRORS as err:
             if time.monotonic() > give_up_at:
-                # The lease expires and the reaper runs the agent again: nothing is lost.
-                log.error(
-                    "settle_abandoned", run_id=lease.run_id, agent=outcome.name, error=str(err)
-                )
-                return
-            log.warning("settle_retry", run_id=lease.run_id, agent=outcome.name, error=str(err))
+                raise
+            log.warning(f"{action}_retry", error=str(err), **context)
             time.sleep(delay_s)
             delay_s = min(delay_s * 2, 2.0)
+
+
+def settle_with_retry(ctx: WorkerContext, lease: Lease, outcome: AgentOutcome) -> None:
+    """Settle the outcome, riding out a Redis outage for up to `settle_retry_s`."""
+    try:
+        result = ride_out_outage(
+            ctx,
+            "settle",
+            lambda: ctx.collector.settle(lease.run_id, outcome, lease.token, lease.member),
+            run_id=lease.run_id,
+            agent=outcome.name,
+        )
+    except TRANSIENT_ERRORS as err:
+        # The lease expires and the reaper runs the agent again: nothing is lost.
+        log.error("settle_abandoned", run_id=lease.run_id, agent=outcome.name, error=str(err))
+        return
+
+    log.info(
+        "agent_settled",
+        run_id=lease.run_id,
+        agent=outcome.name,
+        platform=outcome.platform,
+        attempt=lease.attempt,
+        status=outcome.status.value,
+        kind=outcome.error.kind.value if outcome.error else None,
+        duration_s=outcome.duration_s,
+        result=result,
+    )
 
 
 def renew_leases(ctx: WorkerContext) -> None:
