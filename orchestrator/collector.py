@@ -112,7 +112,9 @@ class Collector:
         """Mark every first message of a run as published."""
         self.redis.zrem(keys.DISPATCH, run_id)
 
-    def acquire(self, run_id: str, name: str, attempt: int, token: str, ttl_s: float) -> Any:
+    def acquire(
+        self, run_id: str, name: str, attempt: int, token: str, ttl_s: float
+    ) -> Lease | str:
         """Take the lease of one agent attempt: a Lease, or the reason it was refused."""
         member = keys.lease_member(run_id, name, attempt, token)
         reply = self._call(

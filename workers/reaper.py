@@ -42,6 +42,8 @@ class Reaper(threading.Thread):
                 self.tick()
             except redis.RedisError as err:
                 log.warning("reaper_redis_error", error=str(err))
+            except Exception:  # the thread must outlive any one bad round (a broker error)
+                log.exception("reaper_round_failed")
 
     def tick(self) -> None:
         """One round of every duty."""
