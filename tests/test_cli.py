@@ -126,6 +126,31 @@ def test_a_worker_refuses_a_platform_it_has_no_adapter_for(redis_url: str) -> No
     assert "no adapter for platform 'nonesuch'" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("platform", "binary"), [("claude-code", "claude"), ("opencode", "opencode")]
+)
+def test_a_worker_refuses_a_platform_whose_binary_is_missing(
+    redis_url: str, tmp_path: Path, platform: str, binary: str
+) -> None:
+    """With no CLI in the tools folder or on PATH, the worker exits 1 naming the binary."""
+    env = worker_env(redis_url, {"tools_dir": str(tmp_path)})
+    env["PATH"] = str(tmp_path)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "worker", "--platform", platform],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+    assert result.returncode == 1
+    assert f"needs the '{binary}' executable" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
 def test_run_without_a_redis_url_uses_the_embedded_default() -> None:
     """The demo runs on a private Redis and worker, prints its table and exits 3."""
     result = agentfleet("run", str(REPO / "examples" / "demo.yaml"), url=None)
