@@ -268,7 +268,7 @@ def ride_out_outage(ctx: WorkerContext, action: str, call: Callable[[], T], **co
         except TRANSIENT_ERRORS as err:
             if time.monotonic() > give_up_at:
                 raise
-            log.warning(f"{action}_retry", error=str(err), **context)
+            log.warning("redis_retry", action=action, error=str(err), **context)
             time.sleep(delay_s)
             delay_s = min(delay_s * 2, 2.0)
 
