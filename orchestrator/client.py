@@ -161,5 +161,7 @@ class Fleet:
             raise RedisUnavailableError(f"Redis error: {str(err).splitlines()[0]}") from err
 
     def close(self) -> None:
-        """Release the Redis connections."""
+        """Release the Redis connections, the broker's included."""
+        if "app" in self.__dict__:
+            self.app.close()
         self.collector.redis.close()
