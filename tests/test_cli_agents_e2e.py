@@ -77,8 +77,9 @@ def test_mixed_cli_run_with_an_api_error_on_each_platform_is_partial(
     )
 
     bodies = [r.raw for r in stub.message_requests()]
-    assert any("CLAUDE-BAD" in b for b in bodies), "the claude fault never fired"
-    assert any("OPENCODE-BAD" in b for b in bodies), "the opencode fault never fired"
+    seen = aggregate.model_dump_json(include={"failed"})
+    assert any("CLAUDE-BAD" in b for b in bodies), f"the claude fault never fired: {seen}"
+    assert any("OPENCODE-BAD" in b for b in bodies), f"the opencode fault never fired: {seen}"
     assert aggregate.status is RunStatus.PARTIAL
     assert {o.name: o.output for o in aggregate.successful} == {
         "c-ok": "claude: all tests pass",

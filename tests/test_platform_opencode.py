@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from orchestrator.settings import Settings
 from tests.stubmodel import Reply, StubModel
 from workers.platforms.agentdefs import AgentDefinitionError
 from workers.platforms.base import ProcessResult, Verdict, resolve_binary
-from workers.platforms.opencode import OpenCodePlatform
+from workers.platforms.opencode import OpenCodePlatform, database_path, ensure_database
 from workers.runner import marked_pids, run_process
 
 REPO = Path(__file__).resolve().parent.parent
@@ -338,3 +339,24 @@ def test_opencode_hung_call_is_killed_at_the_timeout_leaving_no_process(
     assert result.timed_out
     assert 25 <= result.duration_s < 35
     assert marked_pids(token) == []
+
+
+def test_the_database_is_created_once_before_concurrent_agents_start(tmp_path: Path) -> None:
+    """Four agents starting on a fresh data folder run OpenCode's migration exactly once."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "opencode"
+    fake.write_text(
+        "#!/bin/sh\necho x >> " + str(calls) + "\nsleep 0.2\n"
+        'mkdir -p "$HOME/.local/share/opencode"; touch "$HOME/.local/share/opencode/opencode.db"\n'
+    )
+    fake.chmod(0o755)
+    env = {"HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+
+    threads = [threading.Thread(target=ensure_database, args=(str(fake), env)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert database_path(env).exists()
+    assert calls.read_text().count("x") == 1

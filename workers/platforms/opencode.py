@@ -13,7 +13,12 @@ does not know, so the adapter refuses an agent it has no definition for (spawn_e
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import subprocess
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,7 @@ from workers.platforms.base import (
     exit_failure,
     tail_text,
 )
+from workers.runner import build_env
 
 BINARY = "opencode"
 CONFIG_FOLDER = "opencode-config"
@@ -83,6 +89,9 @@ class OpenCodePlatform(Platform):
         definition = self._definition(agent, run)
         config_path = write_config(workdir / CONFIG_FOLDER, definition)
 
+        env = opencode_env(config_path)
+        ensure_database(binary, self._agent_env(agent, env))
+
         argv = [binary, "run", "--format", "json"]
         if agent.agent:
             argv += ["--agent", agent.agent]
@@ -91,9 +100,14 @@ class OpenCodePlatform(Platform):
         return Invocation(
             argv=argv,
             stdin=agent.prompt.encode(),
-            env=opencode_env(config_path),
+            env=env,
             cwd=agent.cwd or str(workdir),
         )
+
+    def _agent_env(self, agent: AgentSpec, env: dict[str, str]) -> dict[str, str]:
+        """The environment the runner will give this agent (HOME and XDG dirs matter here)."""
+        allowlist = [*self.settings.env_allowlist, *self.extra_env]
+        return build_env(os.environ, allowlist, self.extra_env_prefixes, {**env, **agent.env})
 
     def interpret(self, agent: AgentSpec, result: ProcessResult) -> Verdict:
         events = read_events(result.stdout)
@@ -258,3 +272,38 @@ def error_message(error: dict[str, Any]) -> str:
     if status is not None:
         return f"API error {status}: {message} ({name})"
     return f"{name}: {message}"
+
+
+_database_lock = threading.Lock()
+
+
+def database_path(env: Mapping[str, str]) -> Path:
+    """Where OpenCode keeps its SQLite database for an agent with environment `env`."""
+    data_home = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "/")) / ".local" / "share")
+    return Path(data_home) / "opencode" / "opencode.db"
+
+
+def ensure_database(binary: str, env: Mapping[str, str]) -> None:
+    """Create OpenCode's database once, before agents share it.
+
+    Two `opencode run` processes starting on a fresh data folder both run its schema
+    migrations and one fails ("Failed query: CREATE TABLE `workspace` ...", exit 1; seen
+    with 1.18.33 in about one run in three). `opencode db path` migrates and exits, so it is
+    run once per data folder, under a lock that other threads and workers on this host honour.
+    """
+    database = database_path(env)
+    if database.exists():
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with _database_lock, (database.parent / ".agentfleet-init.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not database.exists():
+            subprocess.run(
+                [binary, "db", "path"],
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=120,
+                check=False,
+            )
