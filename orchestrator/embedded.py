@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import redis
@@ -89,15 +89,27 @@ def wait_for_redis(url: str, process: subprocess.Popen[bytes]) -> None:
 
 
 def start_worker(
-    url: str, platforms: list[str], concurrency: int, log_path: Path
+    url: str,
+    platforms: list[str],
+    concurrency: int,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    name: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `agentfleet worker` as a child process serving `platforms` at `url`."""
+    """Start `agentfleet worker` as a child process serving `platforms` at `url`.
+
+    `env` replaces this process's environment (AGENTFLEET_REDIS_URL is set either way).
+    """
     argv = [sys.executable, "-m", "orchestrator.cli", "worker", "--concurrency", str(concurrency)]
     for platform in platforms:
         argv += ["--platform", platform]
-    env = {**os.environ, "AGENTFLEET_REDIS_URL": url}
+    if name is not None:
+        argv += ["--name", name]
+    child_env = {**(os.environ if env is None else env), "AGENTFLEET_REDIS_URL": url}
     with log_path.open("ab") as log:
-        return subprocess.Popen(argv, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            argv, env=child_env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
 
 
 def stop_process(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator import Fleet
+from orchestrator import Fleet, embedded
 from orchestrator.embedded import private_redis, stop_process
 from tests.faults import RedisServer, redis_server
 from tests.stubmodel import StubModel
@@ -99,28 +98,14 @@ def start_worker(redis_url: str, tmp_path: Path) -> Iterator[WorkerFactory]:
     ) -> WorkerProcess:
         names = list(platforms) or ["command"]
         log_path = tmp_path / f"worker-{len(started)}.log"
-        argv = [
-            sys.executable,
-            "-m",
-            "orchestrator.cli",
-            "worker",
-            "--concurrency",
-            str(concurrency),
-            "--name",
-            f"w{len(started)}-{uuid.uuid4().hex[:6]}@test",
-        ]
-        for name in names:
-            argv += ["--platform", name]
-        env = {**worker_env(url or redis_url, settings), **(extra_env or {})}
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                argv,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=REPO,
-            )
+        process = embedded.start_worker(
+            url or redis_url,
+            names,
+            concurrency,
+            log_path,
+            env={**worker_env(url or redis_url, settings), **(extra_env or {})},
+            name=f"w{len(started)}-{uuid.uuid4().hex[:6]}@test",
+        )
         worker = WorkerProcess(process, log_path, names)
         started.append(worker)
         if wait:
