@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import pytest
 
 from orchestrator.models import AgentSpec, FailureKind, RunSpec
 from orchestrator.settings import Settings
+from tests.clis import drive
 from tests.stubmodel import Reply, StubModel
 from workers.platforms.agentdefs import (
     AgentDefinitionError,
@@ -20,7 +19,7 @@ from workers.platforms.agentdefs import (
 )
 from workers.platforms.base import ProcessResult, Verdict, resolve_binary
 from workers.platforms.claude_code import ClaudeCodePlatform
-from workers.runner import marked_pids, run_process
+from workers.runner import marked_pids
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLS_DIR = REPO / ".agentfleet" / "tools"
@@ -305,19 +304,8 @@ def run_claude(
     stub: StubModel, home: Path, workdir: Path, spec: AgentSpec, run: RunSpec | None = None
 ) -> tuple[Verdict, ProcessResult, str]:
     """Drive the real claude through prepare(), the worker's runner and interpret()."""
-    platform = ClaudeCodePlatform(settings())
-    invocation = platform.prepare(spec, run or run_of(spec), workdir)
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(home),
-        "ANTHROPIC_BASE_URL": stub.base_url,
-        "ANTHROPIC_API_KEY": "sk-stub",
-        **invocation.env,
-    }
-    token = uuid.uuid4().hex
-    result = run_process(invocation, env, token, spec.timeout_s, 1 << 20, kill_grace_s=1.0)
-    verdict = platform.interpret(spec, result) if not result.timed_out else Verdict()
-    return verdict, result, token
+    env = {"HOME": str(home), "ANTHROPIC_BASE_URL": stub.base_url, "ANTHROPIC_API_KEY": "sk-stub"}
+    return drive(ClaudeCodePlatform(settings()), spec, run or run_of(spec), workdir, env)
 
 
 @pytest.mark.cli

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +11,12 @@ import pytest
 
 from orchestrator.models import AgentSpec, FailureKind, RunSpec
 from orchestrator.settings import Settings
+from tests.clis import drive
 from tests.stubmodel import Reply, StubModel
 from workers.platforms.agentdefs import AgentDefinitionError
 from workers.platforms.base import ProcessResult, Verdict, resolve_binary
 from workers.platforms.opencode import OpenCodePlatform, database_path, ensure_database
-from workers.runner import marked_pids, run_process
+from workers.runner import marked_pids
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLS_DIR = REPO / ".agentfleet" / "tools"
@@ -228,18 +227,8 @@ def run_opencode(
     stub: StubModel, home: Path, workdir: Path, spec: AgentSpec, run: RunSpec | None = None
 ) -> tuple[Verdict, ProcessResult, str]:
     """Drive the real opencode through prepare(), the worker's runner and interpret()."""
-    platform = OpenCodePlatform(settings())
-    invocation = platform.prepare(spec, run or run_of(spec), workdir)
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(home),
-        **invocation.env,
-        **stub_provider(stub),
-    }
-    token = uuid.uuid4().hex
-    result = run_process(invocation, env, token, spec.timeout_s, 1 << 20, kill_grace_s=1.0)
-    verdict = platform.interpret(spec, result) if not result.timed_out else Verdict()
-    return verdict, result, token
+    env = {"HOME": str(home), **stub_provider(stub)}
+    return drive(OpenCodePlatform(settings()), spec, run or run_of(spec), workdir, env)
 
 
 def oc_agent(**fields: Any) -> AgentSpec:
