@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.platforms.base import Invocation, ProcessResult
-from workers.runner import SpawnFailedError, build_env, marked_pids, run_process
+from workers.platforms.base import Invocation, ProcessResult, build_env
+from workers.runner import SpawnFailedError, marked_pids, run_process
 
 
 def run(

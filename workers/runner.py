@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from workers.platforms.base import Invocation, ProcessResult, tail_text
@@ -81,19 +81,6 @@ class Capture:
     def add_stderr(self, data: bytes) -> None:
         self.stderr += data
         del self.stderr[:-STDERR_TAIL_BYTES]
-
-
-def build_env(
-    source: Mapping[str, str],
-    allowlist: list[str],
-    prefixes: tuple[str, ...],
-    extra: Mapping[str, str],
-) -> dict[str, str]:
-    """The agent's environment: allowlisted names from `source`, then `extra` on top."""
-    env = {name: source[name] for name in allowlist if name in source}
-    env.update({k: v for k, v in source.items() if prefixes and k.startswith(prefixes)})
-    env.update(extra)
-    return env
 
 
 def run_process(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import socket
@@ -28,7 +27,7 @@ from orchestrator.models import AgentError, AgentOutcome, FailureKind, OutcomeSt
 from orchestrator.settings import Settings
 from workers.platforms import Platform
 from workers.platforms.base import ProcessResult, Verdict
-from workers.runner import SpawnFailedError, build_env, run_process
+from workers.runner import SpawnFailedError, run_process
 
 log = structlog.get_logger(__name__)
 
@@ -181,7 +180,7 @@ def _run_on_platform(
     try:
         result = run_process(
             invocation,
-            _agent_env(ctx, platform, invocation.env, agent.env),
+            platform.agent_env({**invocation.env, **agent.env}),
             lease.token,
             agent.timeout_s,
             agent.max_output_bytes or ctx.settings.default_max_output_bytes,
@@ -194,14 +193,6 @@ def _run_on_platform(
         if invocation.cleanup is not None:
             invocation.cleanup()
     return _judge(platform, lease, result, stop), result
-
-
-def _agent_env(ctx: WorkerContext, platform: Platform, *extras: dict[str, str]) -> dict[str, str]:
-    allowlist = [*ctx.settings.env_allowlist, *platform.extra_env]
-    merged: dict[str, str] = {}
-    for extra in extras:
-        merged.update(extra)
-    return build_env(os.environ, allowlist, platform.extra_env_prefixes, merged)
 
 
 def _judge(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -78,6 +79,12 @@ class Platform(ABC):
                 f"it is neither in {self.settings.tools_dir} nor on PATH"
             )
 
+    def agent_env(self, extra: Mapping[str, str]) -> dict[str, str]:
+        """The environment an agent of this platform gets: the core allowlist and this
+        platform's variables from the worker's environment, then `extra` on top."""
+        allowlist = [*self.settings.env_allowlist, *self.extra_env]
+        return build_env(os.environ, allowlist, self.extra_env_prefixes, extra)
+
     def validate(self, agent: AgentSpec, run: RunSpec) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for an agent this platform cannot run."""
         return []
@@ -89,6 +96,19 @@ class Platform(ABC):
     @abstractmethod
     def interpret(self, agent: AgentSpec, result: ProcessResult) -> Verdict:
         """Judge a process that ended on its own (not killed at its timeout)."""
+
+
+def build_env(
+    source: Mapping[str, str],
+    allowlist: list[str],
+    prefixes: tuple[str, ...],
+    extra: Mapping[str, str],
+) -> dict[str, str]:
+    """The agent's environment: allowlisted names from `source`, then `extra` on top."""
+    env = {name: source[name] for name in allowlist if name in source}
+    env.update({k: v for k, v in source.items() if prefixes and k.startswith(prefixes)})
+    env.update(extra)
+    return env
 
 
 def resolve_binary(binary: str, settings: Settings) -> str | None:

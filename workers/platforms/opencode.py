@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import subprocess
 import threading
 from collections.abc import Mapping
@@ -38,7 +37,6 @@ from workers.platforms.base import (
     exit_failure,
     tail_text,
 )
-from workers.runner import build_env
 
 BINARY = "opencode"
 CONFIG_FOLDER = "opencode-config"
@@ -90,7 +88,7 @@ class OpenCodePlatform(Platform):
         config_path = write_config(workdir / CONFIG_FOLDER, definition)
 
         env = opencode_env(config_path)
-        ensure_database(binary, self._agent_env(agent, env))
+        ensure_database(binary, self.agent_env({**env, **agent.env}))
 
         argv = [binary, "run", "--format", "json"]
         if agent.agent:
@@ -103,11 +101,6 @@ class OpenCodePlatform(Platform):
             env=env,
             cwd=agent.cwd or str(workdir),
         )
-
-    def _agent_env(self, agent: AgentSpec, env: dict[str, str]) -> dict[str, str]:
-        """The environment the runner will give this agent (HOME and XDG dirs matter here)."""
-        allowlist = [*self.settings.env_allowlist, *self.extra_env]
-        return build_env(os.environ, allowlist, self.extra_env_prefixes, {**env, **agent.env})
 
     def interpret(self, agent: AgentSpec, result: ProcessResult) -> Verdict:
         events = read_events(result.stdout)
