@@ -25,6 +25,7 @@ def create_app(settings: Settings, url: str | None = None, with_tasks: bool = Tr
     app = Celery("agentfleet", set_as_current=False)
     app.conf.update(
         broker_url=url or redis_url(settings),
+        broker_transport="workers.transport:Transport",
         broker_connection_retry_on_startup=True,
         # A message unacked longer than this is delivered again while the first copy may
         # still run: keep it above the longest allowed agent timeout.

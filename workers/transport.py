@@ -1,0 +1,125 @@
+"""The broker transport workers use: kombu's Redis transport with its consuming loop cut short.
+
+kombu's Redis transport hands a worker one message per BRPOP, records it as unacked in a
+second round trip, and builds a new redis client for every ack. A worker consumes on one
+thread, so a run's spawns reached the pool one every few milliseconds (bench/). This
+transport keeps kombu's keys, message format, acks and visibility-timeout restore, and
+changes two things:
+
+- after BRPOP hands over a message, one Lua call moves up to as many further messages as
+  the worker has free prefetch slots from its queues into kombu's unacked set, atomically,
+  so a burst of spawns reaches the pool in one round trip;
+- a channel reuses one redis client for its acks and unacked records.
+
+A broker with a global key prefix (kombu's `global_keyprefix`) gets kombu's own behaviour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+
+# KEYS: kombu's unacked index and unacked hash, then queue lists in the order to pop them.
+# ARGV: how many messages at most, the time to index them under.
+# Each popped message is stored the way kombu's QoS.append stores it: the raw message
+# with its exchange and routing key, indexed by delivery tag and time.
+PULL_SCRIPT = """
+local taken = {}
+local room = tonumber(ARGV[1])
+for i = 3, #KEYS do
+  while room > 0 do
+    local raw = redis.call('RPOP', KEYS[i])
+    if not raw then break end
+    local props = cjson.decode(raw)['properties']
+    local info = props['delivery_info']
+    redis.call('ZADD', KEYS[1], ARGV[2], props['delivery_tag'])
+    redis.call('HSET', KEYS[2], props['delivery_tag'], '[' .. raw .. ','
+      .. cjson.encode(info['exchange']) .. ',' .. cjson.encode(info['routing_key']) .. ']')
+    taken[#taken + 1] = KEYS[i]
+    taken[#taken + 1] = raw
+    room = room - 1
+  end
+end
+return taken
+"""
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's ack emulation, told which deliveries the pull already recorded as unacked."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recorded: set[str] = set()
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        if delivery_tag in self.recorded:
+            self.recorded.discard(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)
+            return
+        super().append(message, delivery_tag)
+
+
+class Channel(kombu_redis.Channel):
+    """A Redis channel that pulls ready messages in bursts and keeps one client."""
+
+    QoS = QoS
+
+    _reused: redis.Redis | None = None
+    _reused_pool: object = None
+    _pull: Any = None
+
+    def _brpop_read(self, **options: Any) -> bool:
+        delivered: bool = super()._brpop_read(**options)
+        if isinstance(self.qos, QoS) and not self.global_keyprefix:
+            self._pull_ready()
+        return delivered
+
+    def _pull_ready(self) -> None:
+        """Deliver what waits in our queues, up to the free prefetch slots."""
+        room = self.qos.can_consume_max_estimate()
+        if room == 0 or not self.active_queues:
+            return
+        queues = [
+            self._q_for_pri(q, pri) for pri in self.priority_steps for q in self.active_queues
+        ]
+        client = self._reused_client()
+        if self._pull is None:
+            self._pull = client.register_script(PULL_SCRIPT)
+
+        taken = self._pull(
+            keys=[self.unacked_index_key, self.unacked_key, *queues],
+            args=[room if room is not None else 1000, time.time()],
+            client=client,
+        )
+        for key, raw in zip(taken[::2], taken[1::2], strict=True):
+            message = json.loads(raw)
+            self.qos.recorded.add(message["properties"]["delivery_tag"])
+            self.connection._deliver(message, _text(key).rsplit(self.sep, 1)[0])
+
+    def _reused_client(self) -> redis.Redis:
+        # A new pool (after a reconnect) gets a new client; otherwise one serves them all.
+        pool = self.pool
+        if self._reused is None or self._reused_pool is not pool:
+            self._reused, self._reused_pool = self._create_client(), pool
+        return self._reused
+
+    @contextlib.contextmanager
+    def conn_or_acquire(self, client: redis.Redis | None = None) -> Iterator[redis.Redis]:
+        yield client if client is not None else self._reused_client()
+
+
+class Transport(kombu_redis.Transport):
+    """kombu's Redis transport with the channel above."""
+
+    Channel = Channel
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
