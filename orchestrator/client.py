@@ -79,7 +79,7 @@ class Fleet:
     def submit(self, spec: SpecSource) -> RunHandle:
         """Validate the whole run, then accept it; the same run_id returns the existing run."""
         run = validate_run(spec, self.settings)
-        created = self._redis_call(submit, self.collector, self.app, run, self.settings)
+        created = self._redis_call(submit, self.collector, self.app, run)
         return RunHandle(self, run.run_id, created)
 
     def handle(self, run_id: str) -> RunHandle:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -82,8 +83,9 @@ class Collector:
     def _call(self, op: str, run_id: str, agent: str, *args: object) -> Any:
         return self._run(keys=keys.run_script_keys(run_id, agent), args=[op, *args])
 
-    def create(self, spec: RunSpec, dispatch_grace_s: float) -> bool:
-        """Write an accepted run's state; False when a run with this run_id exists."""
+    def create(self, spec: RunSpec, messages: Sequence[tuple[str, str]]) -> bool:
+        """Write an accepted run's state and its spawn messages (queue, message) in one step;
+        False, writing nothing, when a run with this run_id exists."""
         submitted_ms = now_ms()
         deadline_ms = submitted_ms + int(spec.deadline_s * 1000)
         run_json = spec.model_copy(update={"agents": []}).model_dump_json()
@@ -91,26 +93,30 @@ class Collector:
         for agent in spec.agents:
             pairs += [agent.name, agent.model_dump_json(exclude_defaults=True)]
 
-        created = self._call(
-            "submit",
-            spec.run_id,
-            "",
-            spec.run_id,
-            len(spec.agents),
-            now_iso(),
-            deadline_ms,
-            json.dumps(spec.labels, separators=(",", ":"), sort_keys=True),
-            run_json,
-            int(spec.deadline_s) + spec.ttl_s,
-            submitted_ms + int(dispatch_grace_s * 1000),
-            spec.ttl_s,
-            *pairs,
+        created = self._run(
+            keys=[*keys.run_script_keys(spec.run_id), *(queue for queue, _ in messages)],
+            args=[
+                "submit",
+                spec.run_id,
+                len(spec.agents),
+                now_iso(),
+                deadline_ms,
+                json.dumps(spec.labels, separators=(",", ":"), sort_keys=True),
+                run_json,
+                int(spec.deadline_s) + spec.ttl_s,
+                spec.ttl_s,
+                *pairs,
+                *(message for _, message in messages),
+            ],
         )
         return bool(created)
 
-    def confirm_dispatch(self, run_id: str) -> None:
-        """Mark every first message of a run as published."""
-        self.redis.zrem(keys.DISPATCH, run_id)
+    def publish(self, messages: Sequence[tuple[str, str]]) -> None:
+        """Push spawn messages (queue, message) onto their queues in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for queue, message in messages:
+            pipe.lpush(queue, message)
+        pipe.execute()
 
     def acquire(
         self, run_id: str, name: str, attempt: int, token: str, ttl_s: float

@@ -1,8 +1,8 @@
 """Every Redis key agentfleet uses, in one place.
 
 A run owns the keys `agentfleet:run:<run_id>:<part>`; run ids are restricted to
-`[A-Za-z0-9._-]`, so no run can reach another run's keys. Three sorted sets are shared
-by all runs: they schedule the work the reaper does (lease expiry, deadlines, dispatch).
+`[A-Za-z0-9._-]`, so no run can reach another run's keys. Two sorted sets are shared
+by all runs: they schedule the work the reaper does (lease expiry, deadlines).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ QUEUE_PREFIX = "agentfleet."
 
 LEASES = f"{PREFIX}:leases"
 DEADLINES = f"{PREFIX}:deadlines"
-DISPATCH = f"{PREFIX}:dispatch"
 
 # The order of the keys a run script receives; orchestrator/lua/run.lua reads them by index.
 RUN_PARTS = ("meta", "agents", "order", "outcomes", "attempts", "aggregate", "done")
@@ -38,7 +37,7 @@ def kill_list(host: str) -> str:
 def run_script_keys(run_id: str, agent: str = "") -> list[str]:
     """The keys every run script operation receives, global sets and a lease last."""
     parts = [run_key(run_id, part) for part in RUN_PARTS]
-    return [*parts, LEASES, DEADLINES, DISPATCH, lease_key(run_id, agent or "-")]
+    return [*parts, LEASES, DEADLINES, lease_key(run_id, agent or "-")]
 
 
 def lease_member(run_id: str, agent: str, attempt: int, token: str) -> str:

@@ -32,7 +32,6 @@ class Settings(BaseSettings):
     lease_ttl_s: float = Field(default=10.0, gt=0)
     reaper_interval_s: float = Field(default=1.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
-    dispatch_grace_s: float = Field(default=30.0, gt=0)
     kill_grace_s: float = Field(default=2.0, ge=0)
     settle_retry_s: float = Field(default=300.0, gt=0)
 

@@ -1,8 +1,8 @@
-"""Submission: validate a whole run, write its state, then publish one spawn per agent."""
+"""Submission: validate a whole run, then write its state and one spawn per agent at once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from orchestrator.collector import Collector
 from orchestrator.errors import PlatformUnavailableError, SpecError
-from orchestrator.keys import SPAWN_TASK, queue_for
+from orchestrator.messages import Spawn, spawn_messages
 from orchestrator.models import RunSpec, read_spec_file, spec_json_size
 from orchestrator.settings import Settings
 
@@ -83,28 +83,18 @@ def _check_platforms(spec: RunSpec, settings: Settings) -> list[tuple[str, str]]
     return problems
 
 
-def submit(collector: Collector, app: Celery, spec: RunSpec, settings: Settings) -> bool:
-    """Accept a validated run: write its state, publish its spawns; False if it existed."""
-    created = collector.create(spec, settings.dispatch_grace_s)
+def submit(collector: Collector, app: Celery, spec: RunSpec) -> bool:
+    """Accept a validated run: its state and spawn messages in one step; False if it existed."""
+    spawns = [(agent.name, agent.platform, 1) for agent in spec.agents]
+    created = collector.create(spec, spawn_messages(app, spec.run_id, spawns))
     if not created:
         log.info("run_exists", run_id=spec.run_id)
         return False
 
-    publish(app, spec.run_id, [(agent.name, agent.platform, 1) for agent in spec.agents])
-    collector.confirm_dispatch(spec.run_id)
     log.debug("run_submitted", run_id=spec.run_id, agents=len(spec.agents))
     return True
 
 
-def publish(app: Celery, run_id: str, spawns: Iterable[tuple[str, str, int]]) -> None:
+def publish(app: Celery, collector: Collector, run_id: str, spawns: list[Spawn]) -> None:
     """Publish one spawn message per (agent name, platform, attempt); ids only, no prompt."""
-    # One Redis pipeline for the whole batch; a failed flush publishes nothing, and the
-    # reaper's re-dispatch of unconfirmed runs publishes them again.
-    with app.producer_or_acquire() as producer, producer.batch():
-        for name, platform, attempt in spawns:
-            app.send_task(
-                SPAWN_TASK,
-                args=[run_id, name, attempt],
-                queue=queue_for(platform),
-                producer=producer,
-            )
+    collector.publish(spawn_messages(app, run_id, spawns))

@@ -40,7 +40,7 @@ def make_run(collector: Collector, run_id: str, names: list[str]) -> RunSpec:
             "agents": [command_agent(n, "true") for n in names],
         }
     )
-    assert collector.create(spec, dispatch_grace_s=30)
+    assert collector.create(spec, [])
     return spec
 
 

@@ -139,7 +139,7 @@ def replay_unacked(client: redis.Redis) -> None:
 
 def replay_message(fleet: Fleet, run_id: str, name: str) -> None:
     """Publish the first spawn of agent `name` once more, the way a replay would."""
-    publish(fleet.app, run_id, [(name, "command", 1)])
+    publish(fleet.app, fleet.collector, run_id, [(name, "command", 1)])
 
 
 def test_a_warm_shutdown_finishes_running_agents_and_hands_back_the_rest(
@@ -183,7 +183,7 @@ def test_the_aggregate_is_written_even_if_the_settling_process_dies_at_once(
     spec = RunSpec.model_validate(
         {"agents": [{"name": n, "platform": "command", "argv": ["true"]} for n in ("a", "b")]}
     )
-    collector.create(spec, dispatch_grace_s=60)
+    collector.create(spec, [])
     collector.settle(spec.run_id, outcome_of("a"))
 
     died = settle_then_die(server, collector, spec.run_id, outcome_of("b"))
@@ -246,7 +246,7 @@ def test_a_copy_that_lost_its_lease_cannot_settle_the_agent(
     spec = RunSpec.model_validate(
         {"agents": [{"name": "a", "platform": "command", "argv": ["x"]}]}
     )
-    collector.create(spec, dispatch_grace_s=60)
+    collector.create(spec, [])
     cut_off = collector.acquire(spec.run_id, "a", 1, "host/cut-off", ttl_s=0.05)
     assert isinstance(cut_off, Lease)
     wait_until(lambda: not client.exists(keys.lease_key(spec.run_id, "a")))

@@ -2,8 +2,7 @@
 
 Each tick it renews the leases this worker holds, hands expired leases of dead workers
 to a next attempt (or settles them `worker_lost`), finalizes runs past their deadline,
-re-publishes runs whose submitter died before publishing, and kills leftover agent
-processes that other workers asked this host to kill.
+and kills leftover agent processes that other workers asked this host to kill.
 """
 
 from __future__ import annotations
@@ -55,7 +54,6 @@ class Reaper(threading.Thread):
         if self._redis_steady():
             self.recover_expired_leases()
         self.finalize_past_deadline()
-        self.redispatch()
         self._tick_done_at = time.monotonic()
 
     def _redis_steady(self) -> bool:
@@ -98,7 +96,9 @@ class Reaper(threading.Thread):
                 action=decision.action,
             )
             if decision.action == "requeue":
-                publish(self.app, run_id, [(agent, decision.platform, decision.attempt)])
+                publish(
+                    self.app, collector, run_id, [(agent, decision.platform, decision.attempt)]
+                )
             if decision.action != "alive":
                 collector.redis.zrem(keys.LEASES, member)
 
@@ -118,13 +118,3 @@ class Reaper(threading.Thread):
             )
             log.info("deadline_reached", run_id=run_id, result=result)
             collector.redis.zrem(keys.DEADLINES, run_id)
-
-    def redispatch(self) -> None:
-        """Publish the spawns of runs whose submitter stopped before confirming them."""
-        collector = self.ctx.collector
-        for run_id in collector.claim_due(keys.DISPATCH):
-            if collector.exists(run_id):
-                spawns = [(a.name, a.platform, n) for a, n in collector.open_agents(run_id)]
-                publish(self.app, run_id, spawns)
-                log.warning("run_redispatched", run_id=run_id, agents=len(spawns))
-            collector.confirm_dispatch(run_id)

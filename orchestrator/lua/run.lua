@@ -1,9 +1,10 @@
 -- Every state change of one run, each an atomic operation named by ARGV[1].
 -- KEYS (orchestrator/keys.py, run_script_keys): the run's meta, agents, order, outcomes,
--- attempts, aggregate and done keys, then the shared leases, deadlines and dispatch
--- sorted sets, then the lease key of the agent the operation is about.
+-- attempts, aggregate and done keys, then the shared leases and deadlines sorted sets,
+-- then the lease key of the agent the operation is about; `submit` adds the queue of each
+-- of its spawn messages after those.
 local META, AGENTS, ORDER, OUTCOMES, ATTEMPTS, AGGREGATE, DONE = 1, 2, 3, 4, 5, 6, 7
-local LEASES, DEADLINES, DISPATCH, LEASE = 8, 9, 10, 11
+local LEASES, DEADLINES, LEASE, QUEUES = 8, 9, 10, 11
 local CHUNK = 500
 
 local function meta(field)
@@ -83,7 +84,6 @@ local function write_aggregate(now_iso, forced)
   redis.call('LPUSH', KEYS[DONE], status)
   set_ttl(tonumber(meta('ttl')))
   redis.call('ZREM', KEYS[DEADLINES], meta('run_id'))
-  redis.call('ZREM', KEYS[DISPATCH], meta('run_id'))
   return 'complete'
 end
 
@@ -120,16 +120,18 @@ end
 local ops = {}
 
 -- ARGV: run_id, total, submitted_at, deadline_ms, labels_json, run_json, keys_ttl_s,
--- dispatch_due_ms, ttl_s, then agent name and agent JSON pairs in spec order.
+-- ttl_s, then agent name and agent JSON pairs in spec order, then the spawn messages,
+-- each pushed onto its queue (KEYS from QUEUES on, in the same order): state and messages
+-- are written together or not at all.
 function ops.submit()
   if run_exists() then return 0 end
-  local run_id = ARGV[2]
-  redis.call('HSET', KEYS[META], 'run_id', run_id, 'total', ARGV[3], 'settled', 0,
+  local run_id, total = ARGV[2], tonumber(ARGV[3])
+  redis.call('HSET', KEYS[META], 'run_id', run_id, 'total', total, 'settled', 0,
     'failed', 0, 'state', 'open', 'submitted_at', ARGV[4], 'deadline_ms', ARGV[5],
-    'labels', ARGV[6], 'run', ARGV[7], 'ttl', ARGV[10])
-  local first = 11
-  for i = first, #ARGV, 2 * CHUNK do
-    local last = math.min(i + 2 * CHUNK - 1, #ARGV)
+    'labels', ARGV[6], 'run', ARGV[7], 'ttl', ARGV[9])
+  local first, messages = 10, 10 + 2 * total
+  for i = first, messages - 1, 2 * CHUNK do
+    local last = math.min(i + 2 * CHUNK - 1, messages - 1)
     local names = {}
     for j = i, last, 2 do names[#names + 1] = ARGV[j] end
     redis.call('RPUSH', KEYS[ORDER], unpack(names))
@@ -137,7 +139,9 @@ function ops.submit()
   end
   set_ttl(tonumber(ARGV[8]))
   redis.call('ZADD', KEYS[DEADLINES], ARGV[5], run_id)
-  redis.call('ZADD', KEYS[DISPATCH], ARGV[9], run_id)
+  for i = QUEUES, #KEYS do
+    redis.call('LPUSH', KEYS[i], ARGV[messages + i - QUEUES])
+  end
   return 1
 end
 
