@@ -111,7 +111,9 @@ def test_a_message_delivered_twice_does_not_start_its_agent_again(
     traces: Path,
 ) -> None:
     """A redelivered spawn finds the agent leased (while it runs) or settled (after)."""
-    worker = start_worker(url=server.url, settings=FAST, concurrency=2)
+    # At debug level Celery logs every message it receives, which this test counts.
+    debug = {**FAST, "log_level": "debug"}
+    worker = start_worker(url=server.url, settings=debug, concurrency=2)
     client = server.client()
     handle = fleet_of.submit({"agents": [traced_agent(traces, "a", "sleep 2; echo ran")]})
     wait_until(lambda: started_pids(traces, "a"))

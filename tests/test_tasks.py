@@ -1,7 +1,8 @@
-"""The spawn task's pure helpers: retrying through Redis outages, refusing forged spawns."""
+"""The spawn task's pure helpers (Redis outages, forged spawns) and the worker's log levels."""
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,6 +11,7 @@ import redis
 
 from orchestrator.settings import Settings
 from workers.tasks import ride_out_outage, spawn_args_valid
+from workers.worker import quiet_task_lines
 
 
 def context(retry_s: float) -> Any:
@@ -58,3 +60,19 @@ def test_spawn_arguments_must_look_like_a_submitted_run(
 ) -> None:
     """Ids outside the run id alphabet and non-positive or non-int attempts are refused."""
     assert spawn_args_valid(*args) is valid
+
+
+def test_celery_per_task_lines_are_dropped_below_debug_level() -> None:
+    """At info level Celery's received/succeeded lines are off; at debug level they stay on."""
+    loggers = [logging.getLogger(n) for n in ("celery.app.trace", "celery.worker.strategy")]
+    for logger in loggers:
+        logger.setLevel(logging.NOTSET)
+
+    quiet_task_lines(Settings(log_level="debug"))
+    at_debug = [logger.level for logger in loggers]
+    quiet_task_lines(Settings(log_level="INFO"))
+
+    assert at_debug == [logging.NOTSET, logging.NOTSET]
+    assert [logger.level for logger in loggers] == [logging.WARNING, logging.WARNING]
+    for logger in loggers:
+        logger.setLevel(logging.NOTSET)

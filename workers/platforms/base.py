@@ -106,7 +106,8 @@ def build_env(
 ) -> dict[str, str]:
     """The agent's environment: allowlisted names from `source`, then `extra` on top."""
     env = {name: source[name] for name in allowlist if name in source}
-    env.update({k: v for k, v in source.items() if prefixes and k.startswith(prefixes)})
+    if prefixes:
+        env.update({k: v for k, v in source.items() if k.startswith(prefixes)})
     env.update(extra)
     return env
 
