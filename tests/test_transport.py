@@ -11,7 +11,9 @@ import pytest
 import redis
 from kombu import Connection, Consumer, Exchange, Message, Producer, Queue
 
-from tests.faults import RedisServer
+from orchestrator import Fleet
+from tests.conftest import WorkerFactory, command_agent
+from tests.faults import RedisServer, wait_until
 from workers.transport import Transport
 
 VISIBILITY_S = 1
@@ -142,3 +144,21 @@ def test_a_burst_held_by_a_vanished_consumer_returns_to_its_queue(
     assert client.llen(queue.name) == 3
     bodies = [json.loads(raw) for raw in client.lrange(queue.name, 0, -1)]
     assert {b["properties"]["delivery_tag"] for b in bodies} == {m.delivery_tag for m in received}
+
+
+def test_a_worker_leaves_no_unacked_record_once_its_runs_settle(
+    url: str, client: redis.Redis, start_worker: WorkerFactory
+) -> None:
+    """Acks batched per loop tick still reach Redis: every record goes, none lingers."""
+    start_worker(url=url, concurrency=4)
+    fleet = Fleet.from_url(url)
+    handles = [
+        fleet.submit({"agents": [command_agent(f"a{i}", "true") for i in range(5)]})
+        for _ in range(4)
+    ]
+    for handle in handles:
+        fleet.wait_settled(handle.run_id, timeout_s=30)
+    fleet.close()
+
+    wait_until(lambda: client.hlen("unacked") == 0, timeout_s=5)
+    assert client.zcard("unacked_index") == 0

@@ -141,7 +141,8 @@ def _pump(
     stop: threading.Event | None,
 ) -> bool:
     """Feed stdin and drain the pipes until the process exits; True when it timed out."""
-    with selectors.DefaultSelector() as selector, _exit_watch(process) as exit_fd:
+    # poll(2) over epoll: at most four descriptors, and no epoll instance to create per agent.
+    with selectors.PollSelector() as selector, _exit_watch(process) as exit_fd:
         _register_pipes(selector, process, stdin)
         if exit_fd is not None:
             selector.register(exit_fd, selectors.EVENT_READ, "exit")

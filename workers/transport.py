@@ -9,7 +9,12 @@ changes two things:
 - after BRPOP hands over a message, one Lua call moves up to as many further messages as
   the worker has free prefetch slots from its queues into kombu's unacked set, atomically,
   so a burst of spawns reaches the pool in one round trip;
+- in a worker's event loop, the acks of one loop tick leave Redis in one round trip;
 - a channel reuses one redis client for its acks and unacked records.
+
+A worker that dies before its batch of acks leaves Redis leaves their unacked records to
+kombu's visibility-timeout restore: the redelivered spawn finds its agent settled and
+ends without running it (workers/tasks.py), so a late ack costs a message, not a run.
 
 A broker with a global key prefix (kombu's `global_keyprefix`) gets kombu's own behaviour.
 """
@@ -57,6 +62,24 @@ class QoS(kombu_redis.QoS):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.recorded: set[str] = set()
+        self.acked: list[str] = []
+
+    def ack(self, delivery_tag: str) -> None:
+        if not self.channel.connection.batches_acks:
+            super().ack(delivery_tag)
+            return
+        self.acked.append(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def flush_acks(self) -> None:
+        """Remove the unacked records of every ack since the last flush, in one round trip."""
+        tags = list(self.acked)
+        if not tags:
+            return
+        with self.channel.conn_or_acquire() as client:
+            pipe = client.pipeline()
+            pipe.zrem(self.unacked_index_key, *tags).hdel(self.unacked_key, *tags).execute()
+        del self.acked[: len(tags)]
 
     def append(self, message: Any, delivery_tag: str) -> None:
         if delivery_tag in self.recorded:
@@ -114,11 +137,29 @@ class Channel(kombu_redis.Channel):
     def conn_or_acquire(self, client: redis.Redis | None = None) -> Iterator[redis.Redis]:
         yield client if client is not None else self._reused_client()
 
+    def close(self) -> None:
+        if isinstance(self.qos, QoS):
+            # Redis may be gone; the records left then come back through kombu's restore.
+            with contextlib.suppress(redis.RedisError):
+                self.qos.flush_acks()
+        super().close()
+
 
 class Transport(kombu_redis.Transport):
     """kombu's Redis transport with the channel above."""
 
     Channel = Channel
+    batches_acks = False
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        super().register_with_event_loop(connection, loop)
+        self.batches_acks = True
+        loop.on_tick.add(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        for channel in self.channels:
+            if isinstance(channel.qos, QoS):
+                channel.qos.flush_acks()
 
 
 def _text(value: bytes | str) -> str:
