@@ -34,7 +34,8 @@ class Plan:
     memory_trials: int = 3
     scale_agents: int = 1000
     scale_trials: int = 2
-    payloads_bytes: tuple[int, ...] = (0, 512, 2048)
+    payloads_bytes: tuple[int, ...] = (0, 1024, 4096)
+    payload_trials: int = 3
     slow_sleep_s: float = 0.2
 
 
@@ -48,6 +49,7 @@ QUICK = Plan(
     scale_agents=70,
     scale_trials=1,
     payloads_bytes=(0, 256, 1024),
+    payload_trials=1,
 )
 
 
@@ -278,11 +280,17 @@ def scale(bench: Bench) -> dict[str, Any]:
 
 
 def payload_series(bench: Bench, variant: Variant) -> list[dict[str, float]]:
-    """The big run again with larger outputs: does memory grow in step with them?"""
+    """The big run again with larger outputs: does memory grow in step with them?
+
+    Each size is run `payload_trials` times and every figure taken as the median: one peak
+    reading moves by a few hundred KiB from run to run, as much as 512-byte outputs add.
+    """
     series = []
     for payload in bench.plan.payloads_bytes:
         agents = make_agents(bench.plan.scale_agents, payload_bytes=payload)
-        series.append({"payload_bytes": payload, **big_run(bench, variant, agents)})
+        trials = [big_run(bench, variant, agents) for _ in range(bench.plan.payload_trials)]
+        medians = {key: probes.median([t[key] for t in trials]) for key in trials[0]}
+        series.append({"payload_bytes": payload, **medians})
     return series
 
 

@@ -162,3 +162,12 @@ def test_a_worker_leaves_no_unacked_record_once_its_runs_settle(
 
     wait_until(lambda: client.hlen("unacked") == 0, timeout_s=5)
     assert client.zcard("unacked_index") == 0
+
+
+def test_redis_replies_are_parsed_by_hiredis(client: redis.Redis) -> None:
+    """The project's install brings redis-py's C parser, which every client then uses."""
+    connection = client.connection_pool.get_connection()
+    try:
+        assert type(connection._parser).__name__ == "_HiredisParser"
+    finally:
+        client.connection_pool.release(connection)
