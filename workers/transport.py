@@ -4,11 +4,12 @@ kombu's Redis transport hands a worker one message per BRPOP, records it as unac
 second round trip, and builds a new redis client for every ack. A worker consumes on one
 thread, so a run's spawns reached the pool one every few milliseconds (bench/). This
 transport keeps kombu's keys, message format, acks and visibility-timeout restore, and
-changes two things:
+changes three things:
 
-- after BRPOP hands over a message, one Lua call moves up to as many further messages as
-  the worker has free prefetch slots from its queues into kombu's unacked set, atomically,
-  so a burst of spawns reaches the pool in one round trip;
+- after BRPOP hands over a message, one Lua call records it as unacked and moves up to as
+  many further messages as the worker has free prefetch slots from its queues into
+  kombu's unacked set, atomically, so a burst of spawns reaches the pool in one round
+  trip after the BRPOP;
 - in a worker's event loop, the acks of one loop tick leave Redis in one round trip;
 - a channel reuses one redis client for its acks and unacked records.
 
@@ -25,6 +26,7 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator
+from queue import Empty
 from typing import Any
 
 import redis
@@ -32,21 +34,26 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
 # KEYS: kombu's unacked index and unacked hash, then queue lists in the order to pop them.
-# ARGV: how many messages at most, the time to index them under.
-# Each popped message is stored the way kombu's QoS.append stores it: the raw message
-# with its exchange and routing key, indexed by delivery tag and time.
+# ARGV: how many messages to pop at most, the time to index them under, then the message
+# BRPOP already popped. Each message is stored the way kombu's QoS.append stores it: the
+# raw message with its exchange and routing key, indexed by delivery tag and time.
 PULL_SCRIPT = """
+local function record(raw)
+  local props = cjson.decode(raw)['properties']
+  local info = props['delivery_info']
+  redis.call('ZADD', KEYS[1], ARGV[2], props['delivery_tag'])
+  redis.call('HSET', KEYS[2], props['delivery_tag'], '[' .. raw .. ','
+    .. cjson.encode(info['exchange']) .. ',' .. cjson.encode(info['routing_key']) .. ']')
+end
+
+record(ARGV[3])
 local taken = {}
 local room = tonumber(ARGV[1])
 for i = 3, #KEYS do
   while room > 0 do
     local raw = redis.call('RPOP', KEYS[i])
     if not raw then break end
-    local props = cjson.decode(raw)['properties']
-    local info = props['delivery_info']
-    redis.call('ZADD', KEYS[1], ARGV[2], props['delivery_tag'])
-    redis.call('HSET', KEYS[2], props['delivery_tag'], '[' .. raw .. ','
-      .. cjson.encode(info['exchange']) .. ',' .. cjson.encode(info['routing_key']) .. ']')
+    record(raw)
     taken[#taken + 1] = KEYS[i]
     taken[#taken + 1] = raw
     room = room - 1
@@ -99,16 +106,30 @@ class Channel(kombu_redis.Channel):
     _pull: Any = None
 
     def _brpop_read(self, **options: Any) -> bool:
-        delivered: bool = super()._brpop_read(**options)
-        if isinstance(self.qos, QoS) and not self.global_keyprefix:
-            self._pull_ready()
-        return delivered
+        if not isinstance(self.qos, QoS) or self.global_keyprefix:
+            return bool(super()._brpop_read(**options))
+        try:
+            try:
+                reply = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                # As kombu does: the next poll reconnects.
+                self.client.connection.disconnect()
+                raise
+        finally:
+            self._in_poll = False
+            self._flush_brpop_reauth()
+        if not reply:
+            raise Empty()
 
-    def _pull_ready(self) -> None:
-        """Deliver what waits in our queues, up to the free prefetch slots."""
-        room = self.qos.can_consume_max_estimate()
-        if room == 0 or not self.active_queues:
-            return
+        key, raw = reply
+        queue = _text(key).rsplit(self.sep, 1)[0]
+        self._queue_cycle.rotate(queue)
+        self._take(queue, raw)
+        return True
+
+    def _take(self, queue: str, popped: bytes) -> None:
+        """Record the popped message and pull more, up to the free slots; deliver them all."""
+        room = max((self.qos.can_consume_max_estimate() or 1000) - 1, 0)
         queues = [
             self._q_for_pri(q, pri) for pri in self.priority_steps for q in self.active_queues
         ]
@@ -118,13 +139,17 @@ class Channel(kombu_redis.Channel):
 
         taken = self._pull(
             keys=[self.unacked_index_key, self.unacked_key, *queues],
-            args=[room if room is not None else 1000, time.time()],
+            args=[room, time.time(), popped],
             client=client,
         )
+        self._deliver_recorded(queue, popped)
         for key, raw in zip(taken[::2], taken[1::2], strict=True):
-            message = json.loads(raw)
-            self.qos.recorded.add(message["properties"]["delivery_tag"])
-            self.connection._deliver(message, _text(key).rsplit(self.sep, 1)[0])
+            self._deliver_recorded(_text(key).rsplit(self.sep, 1)[0], raw)
+
+    def _deliver_recorded(self, queue: str, raw: bytes) -> None:
+        message = json.loads(raw)
+        self.qos.recorded.add(message["properties"]["delivery_tag"])
+        self.connection._deliver(message, queue)
 
     def _reused_client(self) -> redis.Redis:
         # A new pool (after a reconnect) gets a new client; otherwise one serves them all.
