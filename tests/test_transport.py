@@ -68,12 +68,14 @@ def publish(connection: Connection, queue: Queue, count: int) -> None:
         )
 
 
-def consume_once(connection: Connection, queue: Queue, prefetch: int) -> list[Message]:
+def consume_once(
+    connection: Connection, queue: Queue | list[Queue], prefetch: int
+) -> list[Message]:
     """One poll of a consumer allowed `prefetch` unacked messages; what it was handed."""
     received: list[Message] = []
     consumer = Consumer(
         connection.default_channel,
-        [queue],
+        queue if isinstance(queue, list) else [queue],
         callbacks=[lambda _body, message: received.append(message)],
         accept=["json"],
     )
@@ -93,6 +95,24 @@ def test_one_poll_hands_over_as_many_messages_as_free_prefetch_slots(
 
     assert [m.decode()["n"] for m in received] == [0, 1, 2]
     assert client.llen(queue.name) == 2
+
+
+def test_a_burst_takes_from_every_queue_the_consumer_serves(
+    connection: Connection, client: redis.Redis
+) -> None:
+    """Three waiting in each of two queues, three slots: the burst is not all from one."""
+    first, second = (
+        Queue(name, Exchange(name, type="direct"), routing_key=name)
+        for name in (f"first-{uuid.uuid4().hex[:6]}", f"second-{uuid.uuid4().hex[:6]}")
+    )
+    publish(connection, first, 3)
+    publish(connection, second, 3)
+
+    received = consume_once(connection, [first, second], prefetch=3)
+
+    taken_from = {m.delivery_info["routing_key"] for m in received}
+    assert len(received) == 3
+    assert taken_from == {first.name, second.name}
 
 
 def test_pulled_messages_are_recorded_unacked_in_kombus_format(

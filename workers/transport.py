@@ -130,9 +130,9 @@ class Channel(kombu_redis.Channel):
     def _take(self, queue: str, popped: bytes) -> None:
         """Record the popped message and pull more, up to the free slots; deliver them all."""
         room = max((self.qos.can_consume_max_estimate() or 1000) - 1, 0)
-        queues = [
-            self._q_for_pri(q, pri) for pri in self.priority_steps for q in self.active_queues
-        ]
+        # kombu's queue order, rotated after each BRPOP, so no platform's queue starves.
+        order = self._queue_cycle.consume(len(self.active_queues))
+        queues = [self._q_for_pri(q, pri) for pri in self.priority_steps for q in order]
         client = self._reused_client()
         if self._pull is None:
             self._pull = client.register_script(PULL_SCRIPT)
