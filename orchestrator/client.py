@@ -123,7 +123,9 @@ class Fleet:
             remaining = WAIT_SLICE_S if give_up_at is None else give_up_at - time.monotonic()
             if remaining <= 0:
                 raise WaitTimeoutError(f"run {run_id!r} not finished after {timeout_s} s")
-            self._block(run_id, min(remaining, WAIT_SLICE_S))
+            aggregate = self._block(run_id, min(remaining, WAIT_SLICE_S))
+            if aggregate is not None:
+                return aggregate
 
     def _settled_or_lost(self, run_id: str) -> RunAggregate | None:
         try:
@@ -146,11 +148,12 @@ class Fleet:
             )
         return None
 
-    def _block(self, run_id: str, block_s: float) -> None:
+    def _block(self, run_id: str, block_s: float) -> RunAggregate | None:
         try:
-            self.collector.wait_signal(run_id, block_s)
+            return self.collector.wait_aggregate(run_id, block_s)
         except TRANSIENT_ERRORS:
             time.sleep(min(block_s, 0.5))
+            return None
 
     def _redis_call(self, fn: Any, *args: Any) -> Any:
         try:

@@ -203,13 +203,21 @@ class Collector:
             return None
         return RunAggregate.model_validate_json(doc)
 
-    def wait_signal(self, run_id: str, block_s: float) -> bool:
-        """Block until the run's done signal is present (or `block_s` passes)."""
+    def wait_aggregate(self, run_id: str, block_s: float) -> RunAggregate | None:
+        """Block until the run's done signal is present (or `block_s` passes); the aggregate
+        then, read in the same round trip, or None."""
         done = keys.run_key(run_id, "done")
-        # BLMOVE from a list onto itself leaves the signal in place for every other waiter.
+        # BLMOVE from a list onto itself leaves the signal in place for every other waiter;
+        # the GET queued behind it on the connection runs the moment it returns.
         # redis-py types the timeout as int; Redis itself takes fractional seconds.
         timeout: Any = block_s
-        return self.redis.blmove(done, done, timeout, "RIGHT", "LEFT") is not None
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.blmove(done, done, timeout, "RIGHT", "LEFT")
+        pipe.get(keys.run_key(run_id, "aggregate"))
+        signal, doc = pipe.execute()
+        if signal is None or doc is None:
+            return None
+        return RunAggregate.model_validate_json(doc)
 
     def exists(self, run_id: str) -> bool:
         """Whether the run's state is in Redis."""

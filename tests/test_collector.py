@@ -239,3 +239,19 @@ def test_a_scheduled_attempt_that_never_started_is_published_again(
 
     assert (first.action, first.attempt) == ("requeue", 2)
     assert (again.action, again.platform, again.attempt) == ("requeue", "command", 2)
+
+
+def test_waiting_returns_the_aggregate_once_written_and_none_before(
+    collector: Collector, run_id: str
+) -> None:
+    """A wait that times out gives None; after the last settle it gives the aggregate."""
+    make_run(collector, run_id, ["a"])
+
+    before = collector.wait_aggregate(run_id, 0.05)
+    collector.settle(run_id, outcome("a"))
+    after = collector.wait_aggregate(run_id, 0.05)
+    again = collector.wait_aggregate(run_id, 0.05)
+
+    assert before is None
+    assert after is not None and after.succeeded_count == 1
+    assert again == after  # the done signal stays for every later waiter

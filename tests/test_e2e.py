@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from datetime import UTC, datetime
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -161,10 +162,19 @@ def test_waiting_blocks_on_redis_instead_of_polling(
     handle = fleet.submit({"run_id": run_id, "agents": [command_agent("a", "sleep 3")]})
     client = fleet.collector.redis
     sent: list[str] = []
-    send = client.execute_command
+    send, make_pipeline = client.execute_command, client.pipeline
 
-    with mock.patch.object(
-        client, "execute_command", lambda *a, **k: sent.append(a[0]) or send(*a, **k)
+    def spied_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = make_pipeline(*args, **kwargs)
+        queue = pipe.execute_command
+        pipe.execute_command = lambda *a, **k: sent.append(a[0]) or queue(*a, **k)
+        return pipe
+
+    with (
+        mock.patch.object(
+            client, "execute_command", lambda *a, **k: sent.append(a[0]) or send(*a, **k)
+        ),
+        mock.patch.object(client, "pipeline", spied_pipeline),
     ):
         aggregate = handle.fleet.wait_settled(run_id, timeout_s=30)
     woke_at = datetime.now(UTC)
