@@ -13,6 +13,8 @@ changes three things:
 - in a worker's event loop, the acks of one loop tick leave Redis in one round trip;
 - a channel reuses one redis client for its acks and unacked records.
 
+A worker that dies between its BRPOP and that Lua call loses the popped message, as with
+kombu's own transport; its agent then settles `deadline_exceeded` at the run's deadline.
 A worker that dies before its batch of acks leaves Redis leaves their unacked records to
 kombu's visibility-timeout restore: the redelivered spawn finds its agent settled and
 ends without running it (workers/tasks.py), so a late ack costs a message, not a run.
@@ -32,6 +34,9 @@ from typing import Any
 import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+
+# How many messages one pull takes when the consumer set no prefetch limit.
+UNLIMITED_PULL = 1000
 
 # KEYS: kombu's unacked index and unacked hash, then queue lists in the order to pop them.
 # ARGV: how many messages to pop at most, the time to index them under, then the message
@@ -129,7 +134,9 @@ class Channel(kombu_redis.Channel):
 
     def _take(self, queue: str, popped: bytes) -> None:
         """Record the popped message and pull more, up to the free slots; deliver them all."""
-        room = max((self.qos.can_consume_max_estimate() or 1000) - 1, 0)
+        # The free slots still count the popped message; no prefetch limit reads as None.
+        estimate = self.qos.can_consume_max_estimate()
+        room = UNLIMITED_PULL if estimate is None else max(estimate - 1, 0)
         # kombu's queue order, rotated after each BRPOP, so no platform's queue starves.
         order = self._queue_cycle.consume(len(self.active_queues))
         queues = [self._q_for_pri(q, pri) for pri in self.priority_steps for q in order]
