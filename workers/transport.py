@@ -10,7 +10,8 @@ changes three things:
   many further messages as the worker has free prefetch slots from its queues into
   kombu's unacked set, atomically, so a burst of spawns reaches the pool in one round
   trip after the BRPOP;
-- in a worker's event loop, the acks of one loop tick leave Redis in one round trip;
+- in a worker's event loop, acks leave Redis with the next pull, or in one round trip
+  per loop tick once the oldest has waited `ACK_DELAY_S`;
 - a channel reuses one redis client for its acks and unacked records.
 
 A worker that dies between its BRPOP and that Lua call loses the popped message, as with
@@ -35,14 +36,24 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
+# Acks ride along with the next pull; a loop tick sends those that waited longer alone.
+ACK_DELAY_S = 0.05
+
 # How many messages one pull takes when the consumer set no prefetch limit.
 UNLIMITED_PULL = 1000
 
 # KEYS: kombu's unacked index and unacked hash, then queue lists in the order to pop them.
-# ARGV: how many messages to pop at most, the time to index them under, then the message
-# BRPOP already popped. Each message is stored the way kombu's QoS.append stores it: the
+# ARGV: how many messages to pop at most, the time to index them under, the message BRPOP
+# already popped, then how many delivery tags were acked since the last call and those
+# tags, whose records go first. Each message is stored the way kombu's QoS.append stores it: the
 # raw message with its exchange and routing key, indexed by delivery tag and time.
 PULL_SCRIPT = """
+local acked = tonumber(ARGV[4])
+if acked > 0 then
+  redis.call('ZREM', KEYS[1], unpack(ARGV, 5, 4 + acked))
+  redis.call('HDEL', KEYS[2], unpack(ARGV, 5, 4 + acked))
+end
+
 local function record(raw)
   local props = cjson.decode(raw)['properties']
   local info = props['delivery_info']
@@ -75,18 +86,22 @@ class QoS(kombu_redis.QoS):
         super().__init__(*args, **kwargs)
         self.recorded: set[str] = set()
         self.acked: list[str] = []
+        self.first_acked_at = 0.0
 
     def ack(self, delivery_tag: str) -> None:
         if not self.channel.connection.batches_acks:
             super().ack(delivery_tag)
             return
+        if not self.acked:
+            self.first_acked_at = time.monotonic()
         self.acked.append(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
 
-    def flush_acks(self) -> None:
-        """Remove the unacked records of every ack since the last flush, in one round trip."""
+    def flush_acks(self, older_than_s: float = 0.0) -> None:
+        """Remove the unacked records of every ack since the last flush, in one round trip,
+        unless the oldest of them is younger than `older_than_s`."""
         tags = list(self.acked)
-        if not tags:
+        if not tags or time.monotonic() - self.first_acked_at < older_than_s:
             return
         with self.channel.conn_or_acquire() as client:
             pipe = client.pipeline()
@@ -144,11 +159,13 @@ class Channel(kombu_redis.Channel):
         if self._pull is None:
             self._pull = client.register_script(PULL_SCRIPT)
 
+        acked = list(self.qos.acked)
         taken = self._pull(
             keys=[self.unacked_index_key, self.unacked_key, *queues],
-            args=[room, time.time(), popped],
+            args=[room, time.time(), popped, len(acked), *acked],
             client=client,
         )
+        del self.qos.acked[: len(acked)]
         self._deliver_recorded(queue, popped)
         for key, raw in zip(taken[::2], taken[1::2], strict=True):
             self._deliver_recorded(_text(key).rsplit(self.sep, 1)[0], raw)
@@ -191,7 +208,7 @@ class Transport(kombu_redis.Transport):
     def _flush_acks(self) -> None:
         for channel in self.channels:
             if isinstance(channel.qos, QoS):
-                channel.qos.flush_acks()
+                channel.qos.flush_acks(older_than_s=ACK_DELAY_S)
 
 
 def _text(value: bytes | str) -> str:
