@@ -155,10 +155,7 @@ def _pump(
             if _stopped(stop):
                 return False
             for key, _ in selector.select(min(remaining, POLL_S)):
-                if key.data == "exit":
-                    selector.unregister(key.fileobj)
-                else:
-                    pending = _service(selector, key, pending, capture)
+                pending = _service(selector, key, pending, capture)
             if process.poll() is not None and not pending:
                 # The agent exited; what its leftovers still print is read briefly below.
                 _drain_briefly(selector, capture)
@@ -204,6 +201,9 @@ def _service(
 ) -> memoryview:
     if key.data == "stdin":
         return _feed(selector, key, pending)
+    if key.data == "exit":
+        selector.unregister(key.fileobj)  # the process exited; process.poll() will say so
+        return pending
 
     data = os.read(key.fd, READ_CHUNK_BYTES)
     if not data:
@@ -237,9 +237,7 @@ def _drain_briefly(selector: selectors.BaseSelector, capture: Capture) -> None:
         if not events:
             return
         for key, _ in events:
-            if key.data == "exit":
-                selector.unregister(key.fileobj)
-            elif key.data != "stdin":
+            if key.data != "stdin":
                 _service(selector, key, memoryview(b""), capture)
 
 
