@@ -44,6 +44,16 @@ def make_run(collector: Collector, run_id: str, names: list[str]) -> RunSpec:
     return spec
 
 
+def lease_then_lose(
+    collector: Collector, client: redis.Redis, run_id: str, attempt: int, token: str
+) -> Lease:
+    """Lease agent `a` for `attempt`, then drop the lease key as if its holder had died."""
+    lease = collector.acquire(run_id, "a", attempt, token, ttl_s=10)
+    assert isinstance(lease, Lease)
+    client.delete(keys.lease_key(run_id, "a"))
+    return lease
+
+
 def outcome(name: str, ok: bool = True, **fields: object) -> AgentOutcome:
     """An outcome of a `command` agent."""
     if ok:
@@ -191,15 +201,11 @@ def test_an_expired_lease_is_requeued_then_settled_worker_lost_at_the_cap(
 ) -> None:
     """Expired attempts move to the next attempt until max_attempts, then worker_lost."""
     make_run(collector, run_id, ["a"])
-    lease = collector.acquire(run_id, "a", 1, "host/one", ttl_s=10)
-    assert isinstance(lease, Lease)
-    redis_client.delete(keys.lease_key(run_id, "a"))
+    lease = lease_then_lose(collector, redis_client, run_id, 1, "host/one")
 
     first = collector.requeue(lease.member, max_attempts=2)
     stale = collector.acquire(run_id, "a", 1, "host/late", ttl_s=10)
-    retry = collector.acquire(run_id, "a", 2, "host/two", ttl_s=10)
-    assert isinstance(retry, Lease)
-    redis_client.delete(keys.lease_key(run_id, "a"))
+    retry = lease_then_lose(collector, redis_client, run_id, 2, "host/two")
     last = collector.requeue(retry.member, max_attempts=2)
 
     aggregate = collector.aggregate(run_id)
@@ -230,9 +236,7 @@ def test_a_scheduled_attempt_that_never_started_is_published_again(
 ) -> None:
     """An expired attempt-1 lease seen after attempt 2 was scheduled re-publishes attempt 2."""
     make_run(collector, run_id, ["a"])
-    lease = collector.acquire(run_id, "a", 1, "host/one", ttl_s=10)
-    assert isinstance(lease, Lease)
-    redis_client.delete(keys.lease_key(run_id, "a"))
+    lease = lease_then_lose(collector, redis_client, run_id, 1, "host/one")
     first = collector.requeue(lease.member, max_attempts=3)
 
     again = collector.requeue(lease.member, max_attempts=3)

@@ -182,10 +182,7 @@ def test_the_aggregate_is_written_even_if_the_settling_process_dies_at_once(
     """A process killed right after sending the completing settle still leaves one aggregate."""
     client = server.client()
     collector = Collector(client)
-    spec = RunSpec.model_validate(
-        {"agents": [{"name": n, "platform": "command", "argv": ["true"]} for n in ("a", "b")]}
-    )
-    collector.create(spec, [])
+    spec = stored_run(collector, ["a", "b"])
     collector.settle(spec.run_id, outcome_of("a"))
 
     died = settle_then_die(server, collector, spec.run_id, outcome_of("b"))
@@ -198,6 +195,15 @@ def test_the_aggregate_is_written_even_if_the_settling_process_dies_at_once(
     assert collector.settle(spec.run_id, outcome_of("b")) == "duplicate"
     assert collector.finalize(spec.run_id, FailureKind.CANCELLED, "late", cancel=True) == "done"
     assert_promises(client, aggregate, ["a", "b"], traces)
+
+
+def stored_run(collector: Collector, names: list[str]) -> RunSpec:
+    """A run of `command` agents written to Redis without messages: no worker starts them."""
+    spec = RunSpec.model_validate(
+        {"agents": [{"name": n, "platform": "command", "argv": ["true"]} for n in names]}
+    )
+    collector.create(spec, [])
+    return spec
 
 
 def outcome_of(name: str) -> AgentOutcome:
@@ -245,10 +251,7 @@ def test_a_copy_that_lost_its_lease_cannot_settle_the_agent(
     """A worker cut off past its lease reports late: its outcome is refused, the next counts."""
     client = server.client()
     collector = Collector(client)
-    spec = RunSpec.model_validate(
-        {"agents": [{"name": "a", "platform": "command", "argv": ["x"]}]}
-    )
-    collector.create(spec, [])
+    spec = stored_run(collector, ["a"])
     cut_off = collector.acquire(spec.run_id, "a", 1, "host/cut-off", ttl_s=0.05)
     assert isinstance(cut_off, Lease)
     wait_until(lambda: not client.exists(keys.lease_key(spec.run_id, "a")))
