@@ -115,6 +115,14 @@ def test_the_environment_is_an_allowlist() -> None:
     assert env == {"PATH": "/bin", "HOME": "/root", "CLAUDE_CODE_X": "1", "EXTRA": "yes"}
 
 
+def python_output(source: str) -> str:
+    """What `source` prints, run by a fresh interpreter (a subreaper is one per process)."""
+    done = subprocess.run(
+        [sys.executable, "-c", source], capture_output=True, text=True, timeout=30, check=True
+    )
+    return done.stdout
+
+
 SUBREAPER_SCRIPT = """
 import os, threading, uuid
 from workers.platforms.base import Invocation
@@ -136,15 +144,28 @@ print(result['r'].stdout.decode().strip(), len(runner.marked_pids(token)),
 
 def test_a_subreaper_worker_kills_and_reaps_an_agents_orphans() -> None:
     """With the worker as subreaper, a detached grandchild is adopted, killed and reaped."""
-    done = subprocess.run(
-        [sys.executable, "-c", SUBREAPER_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-
-    grandchild, marked, adopted = done.stdout.split()
+    grandchild, marked, adopted = python_output(SUBREAPER_SCRIPT).split()
 
     assert int(grandchild) > 0
     assert (marked, adopted) == ("0", "0")
+
+
+OWN_CHILD_SCRIPT = """
+import subprocess
+from workers import runner
+keeper = subprocess.Popen(['sleep', '30'])
+assert runner.become_subreaper()
+orphan = subprocess.run(['sh', '-c', 'sleep 30 > /dev/null 2>&1 & echo $!'],
+                        capture_output=True, text=True)
+print(keeper.pid, orphan.stdout.strip(), *runner.adopted_children())
+keeper.kill()
+subprocess.run(['kill', orphan.stdout.strip()])
+"""
+
+
+def test_the_subreapers_own_children_are_not_taken_for_orphans() -> None:
+    """A child the adopting thread started itself (the keeper) is never listed as adopted."""
+    keeper, orphan, *adopted = python_output(OWN_CHILD_SCRIPT).split()
+
+    assert adopted == [orphan]
+    assert keeper != orphan

@@ -276,6 +276,10 @@ class _Subreaper:
     # The adopting thread's `children` file, kept open: re-reading it from offset 0 costs
     # about 1 us where opening it again cost about 20 us per agent.
     children_fd = -1
+    # The adopting thread's own children when it became the subreaper (the keeper): they
+    # are no agent's orphans, and skipping them spares every agent a read of their
+    # environment.
+    own_children: frozenset[int] = frozenset()
 
 
 _subreaper = _Subreaper()
@@ -301,12 +305,17 @@ def become_subreaper() -> bool:
         os.close(children_fd)
         return False
     _subreaper.adopter_tid, _subreaper.children_fd = tid, children_fd
+    _subreaper.own_children = frozenset(_read_children())
     _subreaper.enabled = True
     return True
 
 
 def adopted_children() -> list[int]:
     """Pids of the orphans this subreaper adopted (children of the adopting thread)."""
+    return [pid for pid in _read_children() if pid not in _subreaper.own_children]
+
+
+def _read_children() -> list[int]:
     try:
         return [int(pid) for pid in os.pread(_subreaper.children_fd, 1 << 20, 0).split()]
     except OSError:
