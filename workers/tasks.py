@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import shutil
 import socket
@@ -56,6 +57,9 @@ class WorkerContext:
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     running: dict[str, Running] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Tokens need to be unique, not secret: a count after the worker's random id is, and
+    # costs no call for random bytes per agent.
+    serials: Iterator[int] = field(default_factory=itertools.count)
 
     @property
     def token_prefix(self) -> str:
@@ -64,7 +68,7 @@ class WorkerContext:
 
     def new_token(self) -> str:
         """A fresh lease token naming this host and worker, so leftovers can be found later."""
-        return f"{self.token_prefix}{uuid.uuid4().hex}"
+        return f"{self.token_prefix}{next(self.serials)}"
 
 
 _context: WorkerContext | None = None
