@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from orchestrator import keys
+from orchestrator.connection import ThreadScript
 from orchestrator.errors import RunLostError, RunNotFoundError
 from orchestrator.models import (
     AgentOutcome,
@@ -75,13 +76,18 @@ class Requeue:
 class Collector:
     """The run state in Redis: submission, leases, settling and finalizing."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, per_thread: bool = False) -> None:
+        """`per_thread`: state changes go over one connection per calling thread (workers,
+        whose pool threads make two per agent); otherwise through the client's pool."""
         self.redis = client
         self._run = _script(client, "run.lua")
         self._claim = _script(client, "claim.lua")
+        self._change: Callable[..., Any] = (
+            ThreadScript(client, self._run) if per_thread else self._run
+        )
 
     def _call(self, op: str, run_id: str, agent: str, *args: object) -> Any:
-        return self._run(keys=keys.run_script_keys(run_id, agent), args=[op, *args])
+        return self._change(keys=keys.run_script_keys(run_id, agent), args=[op, *args])
 
     def create(self, spec: RunSpec, messages: Sequence[tuple[str, str]]) -> bool:
         """Write an accepted run's state and its spawn messages (queue, message) in one step;

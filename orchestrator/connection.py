@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from orchestrator.errors import RedisUnavailableError
@@ -62,3 +67,44 @@ def check_reachable(client: redis.Redis, url: str) -> None:
     except redis.RedisError as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise RedisUnavailableError(f"Redis at {mask_url(url)} unreachable: {reason}") from err
+
+
+class ThreadScript:
+    """A registered Lua script run over one connection per calling thread.
+
+    A worker's pool threads each run two script calls per agent. Through the client, every
+    call checks a connection out of the pool, polls it for stray replies and passes retry
+    and metrics hooks: on the bench machine about 35 us of CPU more per call than writing
+    the command on a connection the thread keeps. Errors are redis-py's own, raised at
+    once (callers retry); a connection that failed is dropped and dialled again on the
+    next call. Connections live as long as their thread.
+    """
+
+    def __init__(self, client: redis.Redis, script: Script) -> None:
+        self._script = script
+        self._pool = client.connection_pool
+        self._local = threading.local()
+
+    def __call__(self, keys: Sequence[str], args: Sequence[object]) -> Any:
+        connection = self._connection()
+        try:
+            return self._evalsha(connection, keys, args)
+        except NoScriptError:
+            # Redis restarted without its script cache: load the script and call again.
+            connection.send_command("SCRIPT", "LOAD", self._script.script)
+            connection.read_response()
+            return self._evalsha(connection, keys, args)
+        except TRANSIENT_ERRORS:
+            connection.disconnect()
+            raise
+
+    def _connection(self) -> Any:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._pool.make_connection()
+            self._local.connection = connection
+        return connection
+
+    def _evalsha(self, connection: Any, keys: Sequence[str], args: Sequence[object]) -> Any:
+        connection.send_command("EVALSHA", self._script.sha, len(keys), *keys, *args)
+        return connection.read_response()

@@ -23,11 +23,11 @@ from orchestrator.settings import Settings
 from tests.conftest import command_agent
 
 
-@pytest.fixture
-def collector(redis_url: str) -> Iterator[Collector]:
-    """A Collector of the session's private Redis."""
+@pytest.fixture(params=[False, True], ids=["pooled", "per-thread"])
+def collector(redis_url: str, request: pytest.FixtureRequest) -> Iterator[Collector]:
+    """A Collector of the session's private Redis, as clients and as workers build it."""
     client = connect(Settings(), redis_url)
-    yield Collector(client)
+    yield Collector(client, per_thread=request.param)
     client.close()
 
 

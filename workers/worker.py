@@ -76,7 +76,7 @@ def run_worker(
 
     app = create_app(settings, url)
     quiet_task_lines(settings)
-    ctx = WorkerContext(settings, Collector(client), platforms)
+    ctx = WorkerContext(settings, Collector(client, per_thread=True), platforms)
     bind_context(ctx)
     keeper = start_keeper(ctx.token_prefix)
     adopts_orphans = become_subreaper()
