@@ -36,6 +36,8 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
+from orchestrator.connection import ThreadScript
+
 # Acks ride along with the next pull; a loop tick sends those that waited longer alone.
 ACK_DELAY_S = 0.05
 
@@ -123,7 +125,8 @@ class Channel(kombu_redis.Channel):
 
     _reused: redis.Redis | None = None
     _reused_pool: object = None
-    _pull: Any = None
+    _pull: ThreadScript | None = None
+    _pull_client: redis.Redis | None = None
 
     def _brpop_read(self, **options: Any) -> bool:
         if not isinstance(self.qos, QoS) or self.global_keyprefix:
@@ -156,14 +159,15 @@ class Channel(kombu_redis.Channel):
         order = self._queue_cycle.consume(len(self.active_queues))
         queues = [self._q_for_pri(q, pri) for pri in self.priority_steps for q in order]
         client = self._reused_client()
-        if self._pull is None:
-            self._pull = client.register_script(PULL_SCRIPT)
+        if self._pull is None or self._pull_client is not client:
+            # Only the consumer's thread pulls: the call goes over that thread's connection.
+            self._pull = ThreadScript(client, client.register_script(PULL_SCRIPT))
+            self._pull_client = client
 
         acked = list(self.qos.acked)
         taken = self._pull(
-            keys=[self.unacked_index_key, self.unacked_key, *queues],
-            args=[room, time.time(), popped, len(acked), *acked],
-            client=client,
+            [self.unacked_index_key, self.unacked_key, *queues],
+            [room, time.time(), popped, len(acked), *acked],
         )
         del self.qos.acked[: len(acked)]
         self._deliver_recorded(queue, popped)
