@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import selectors
 import signal
@@ -122,9 +123,11 @@ def _start(invocation: Invocation, env: dict[str, str]) -> subprocess.Popen[byte
         return subprocess.Popen(
             invocation.argv,
             # An agent with nothing to read gets /dev/null: no pipe to make and close at once.
-            stdin=subprocess.PIPE if invocation.stdin else subprocess.DEVNULL,
+            stdin=subprocess.PIPE if invocation.stdin else _devnull(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            # The pipes are read with os.read: unbuffered file objects, no buffer to set up.
+            bufsize=0,
             env=env,
             cwd=invocation.cwd,
             start_new_session=True,
@@ -132,6 +135,12 @@ def _start(invocation: Invocation, env: dict[str, str]) -> subprocess.Popen[byte
         )
     except OSError as err:
         raise SpawnFailedError(f"cannot start {invocation.argv[0]!r}: {err.strerror}") from err
+
+
+@functools.cache
+def _devnull() -> int:
+    """One /dev/null descriptor for the process's agents, instead of an open per agent."""
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
 def _pump(
@@ -336,6 +345,8 @@ def kill_orphans(token: str) -> int:
     killed = 0
     for _ in range(50):
         adopted = adopted_children()
+        if not adopted:
+            break
         targets = [pid for pid in adopted if _carries(pid, needle)]
         _reap_dead(pid for pid in adopted if pid not in targets)
         if not targets:
