@@ -169,3 +169,23 @@ def test_the_subreapers_own_children_are_not_taken_for_orphans() -> None:
 
     assert adopted == [orphan]
     assert keeper != orphan
+
+
+MANY_ORPHANS_SCRIPT = """
+import subprocess, time
+from workers import runner
+runner.CHILDREN_READ_BYTES = 8
+assert runner.become_subreaper()
+spawn = 'for i in 1 2 3 4 5 6; do sleep 30 > /dev/null 2>&1 & echo $!; done'
+orphans = subprocess.run(['sh', '-c', spawn], capture_output=True, text=True).stdout.split()
+adopted = runner.adopted_children()
+subprocess.run(['kill', *orphans])
+print(len(orphans), sorted(map(int, orphans)) == sorted(adopted))
+"""
+
+
+def test_a_children_list_longer_than_the_first_read_is_read_whole() -> None:
+    """Orphans whose pids overflow the first read of the children file are all found."""
+    count, all_found = python_output(MANY_ORPHANS_SCRIPT).split()
+
+    assert (count, all_found) == ("6", "True")

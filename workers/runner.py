@@ -293,6 +293,9 @@ class _Subreaper:
 
 _subreaper = _Subreaper()
 PR_SET_CHILD_SUBREAPER = 36
+# The children file is read with this buffer first, growing while it comes back full:
+# asking for 1 MiB at once cost about 15 us per agent, 4 KiB about 1 us.
+CHILDREN_READ_BYTES = 4096
 
 
 def become_subreaper() -> bool:
@@ -325,10 +328,13 @@ def adopted_children() -> list[int]:
 
 
 def _read_children() -> list[int]:
+    size = CHILDREN_READ_BYTES
     try:
-        return [int(pid) for pid in os.pread(_subreaper.children_fd, 1 << 20, 0).split()]
+        while len(data := os.pread(_subreaper.children_fd, size, 0)) == size:
+            size *= 16
     except OSError:
         return []
+    return [int(pid) for pid in data.split()]
 
 
 def _carries(pid: int, needle: bytes) -> bool:
