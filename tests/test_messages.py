@@ -32,6 +32,23 @@ def test_a_spawn_message_is_a_celery_task_carrying_ids_only() -> None:
     assert envelope["properties"]["body_encoding"] == "base64"
 
 
+def test_a_spawn_message_is_what_celery_builds_for_the_same_id_and_arguments() -> None:
+    """Filling Celery's template gives the headers and body Celery's own call gives."""
+    app = create_app(Settings(), "redis://127.0.0.1:1/0", with_tasks=False)
+    _, stored = spawn_message(app, "r1", ("scout", "command", 3))
+    envelope = json.loads(stored)
+    task_id = envelope["headers"]["id"]
+    args = ["r1", "scout", 3]
+
+    headers, properties, body, _ = app.amqp.as_task_v2(
+        task_id, keys.SPAWN_TASK, args=args, kwargs={}, argsrepr=repr(args), kwargsrepr="{}"
+    )
+
+    assert envelope["headers"] == headers
+    assert json.loads(base64.b64decode(envelope["body"])) == list(body)
+    assert properties.items() <= envelope["properties"].items()
+
+
 def test_a_run_and_its_messages_are_written_together(
     redis_url: str, redis_client: redis.Redis, run_id: str
 ) -> None:
