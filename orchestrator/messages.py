@@ -9,8 +9,8 @@ Celery still builds the task message (`app.amqp.as_task_v2`, protocol 2), once p
 as a template whose ids and arguments each message fills in; this module wraps it the way
 kombu's Redis transport does for a queue bound to the default exchange at priority 0: a
 JSON envelope with a base64 body, delivery info and a delivery tag. The queue's Redis
-list is the queue's name. Skipping `send_task` also skips its publish
-signals and "task-sent" events.
+list is the queue's name. Skipping `send_task` also skips its publish signals and
+"task-sent" events.
 """
 
 from __future__ import annotations
