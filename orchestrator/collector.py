@@ -19,7 +19,7 @@ import redis
 
 from orchestrator import keys
 from orchestrator.connection import ThreadScript
-from orchestrator.errors import RunLostError, RunNotFoundError
+from orchestrator.errors import RunNotFoundError
 from orchestrator.models import (
     AgentOutcome,
     AgentSpec,
@@ -248,20 +248,3 @@ class Collector:
                 "deadline_at": datetime.fromtimestamp(int(meta["deadline_ms"]) / 1000, UTC),
             }
         )
-
-    def open_agents(self, run_id: str) -> list[tuple[AgentSpec, int]]:
-        """Agents not yet settled, with the attempt their next message must carry."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(keys.run_key(run_id, "agents"))
-        pipe.hkeys(keys.run_key(run_id, "outcomes"))
-        pipe.hgetall(keys.run_key(run_id, "attempts"))
-        agents, settled, attempts = pipe.execute()
-        if not agents:
-            raise RunLostError(f"run {run_id!r} has no state in Redis")
-
-        done = set(settled)
-        return [
-            (AgentSpec.model_validate_json(doc), int(attempts.get(name, 1)))
-            for name, doc in agents.items()
-            if name not in done
-        ]

@@ -281,7 +281,6 @@ class _Subreaper:
     """Whether this process adopts its agents' orphans (see become_subreaper)."""
 
     enabled = False
-    adopter_tid = 0
     # The adopting thread's `children` file, kept open: re-reading it from offset 0 costs
     # about 1 us where opening it again cost about 20 us per agent.
     children_fd = -1
@@ -316,7 +315,7 @@ def become_subreaper() -> bool:
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         os.close(children_fd)
         return False
-    _subreaper.adopter_tid, _subreaper.children_fd = tid, children_fd
+    _subreaper.children_fd = children_fd
     _subreaper.own_children = frozenset(_read_children())
     _subreaper.enabled = True
     return True
