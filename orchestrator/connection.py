@@ -76,9 +76,9 @@ class ThreadScript:
     call checks a connection out of the pool, polls it for stray replies and passes retry
     and metrics hooks: on the bench machine about 35 us of CPU more per call than writing
     the command on a connection the thread keeps. Errors are redis-py's own, raised at
-    once (callers retry); a connection that failed is dropped and dialled again on the
-    next call. A thread's connection is closed once the thread has ended and the
-    connection is garbage-collected.
+    once (callers retry); a connection whose send or read failed disconnects itself
+    (redis-py) and dials again on the next call. A thread's connection is closed once the
+    thread has ended and the connection is garbage-collected.
     """
 
     def __init__(self, client: redis.Redis, script: Script) -> None:
@@ -95,9 +95,6 @@ class ThreadScript:
             connection.send_command("SCRIPT", "LOAD", self._script.script)
             connection.read_response()
             return self._evalsha(connection, keys, args)
-        except TRANSIENT_ERRORS:
-            connection.disconnect()
-            raise
 
     def _connection(self) -> Any:
         connection = getattr(self._local, "connection", None)

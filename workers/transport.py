@@ -123,10 +123,10 @@ class Channel(kombu_redis.Channel):
 
     QoS = QoS
 
-    _reused: redis.Redis | None = None
+    # The reused client and the pull script on it; only the consumer's thread pulls, so
+    # the pull goes over that thread's own connection.
+    _reused: tuple[redis.Redis, ThreadScript] | None = None
     _reused_pool: object = None
-    _pull: ThreadScript | None = None
-    _pull_client: redis.Redis | None = None
 
     def _brpop_read(self, **options: Any) -> bool:
         if not isinstance(self.qos, QoS) or self.global_keyprefix:
@@ -158,14 +158,10 @@ class Channel(kombu_redis.Channel):
         # kombu's queue order, rotated after each BRPOP, so no platform's queue starves.
         order = self._queue_cycle.consume(len(self.active_queues))
         queues = [self._q_for_pri(q, pri) for pri in self.priority_steps for q in order]
-        client = self._reused_client()
-        if self._pull is None or self._pull_client is not client:
-            # Only the consumer's thread pulls: the call goes over that thread's connection.
-            self._pull = ThreadScript(client, client.register_script(PULL_SCRIPT))
-            self._pull_client = client
+        _, pull = self._reused_pair()
 
         acked = list(self.qos.acked)
-        taken = self._pull(
+        taken = pull(
             [self.unacked_index_key, self.unacked_key, *queues],
             [room, time.time(), popped, len(acked), *acked],
         )
@@ -180,10 +176,15 @@ class Channel(kombu_redis.Channel):
         self.connection._deliver(message, queue)
 
     def _reused_client(self) -> redis.Redis:
+        return self._reused_pair()[0]
+
+    def _reused_pair(self) -> tuple[redis.Redis, ThreadScript]:
         # A new pool (after a reconnect) gets a new client; otherwise one serves them all.
         pool = self.pool
         if self._reused is None or self._reused_pool is not pool:
-            self._reused, self._reused_pool = self._create_client(), pool
+            client = self._create_client()
+            self._reused = (client, ThreadScript(client, client.register_script(PULL_SCRIPT)))
+            self._reused_pool = pool
         return self._reused
 
     @contextlib.contextmanager
