@@ -189,3 +189,28 @@ def test_a_children_list_longer_than_the_first_read_is_read_whole() -> None:
     count, all_found = python_output(MANY_ORPHANS_SCRIPT).split()
 
     assert (count, all_found) == ("6", "True")
+
+
+CLEARED_ENV_SCRIPT = """
+import os, subprocess, time
+from workers import runner
+assert runner.become_subreaper()
+spawn = 'env -i sleep 30 > /dev/null 2>&1 & echo $!'
+orphan = int(subprocess.run(['sh', '-c', spawn], capture_output=True, text=True).stdout)
+while open(f'/proc/{orphan}/comm').read().strip() != 'sleep':
+    time.sleep(0.01)
+naps = []
+runner.time.sleep = naps.append
+killed = runner.kill_orphans('some-token')
+alive = os.waitpid(orphan, os.WNOHANG) == (0, 0)
+os.kill(orphan, 9)
+print(killed, len(naps), runner.ORPHAN_ROUNDS, alive)
+"""
+
+
+def test_an_orphan_with_a_cleared_environment_is_looked_at_a_bounded_number_of_times() -> None:
+    """An orphan whose environment reads empty is undecided: looked at again, then left."""
+    killed, naps, rounds, alive = python_output(CLEARED_ENV_SCRIPT).split()
+
+    assert (killed, alive) == ("0", "True")
+    assert int(naps) == int(rounds)

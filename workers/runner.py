@@ -295,6 +295,8 @@ PR_SET_CHILD_SUBREAPER = 36
 # The children file is read with this buffer first, growing while it comes back full:
 # asking for 1 MiB at once cost about 15 us per agent, 4 KiB about 1 us.
 CHILDREN_READ_BYTES = 4096
+# How many times kill_orphans looks at the adopted orphans of one agent at most.
+ORPHAN_ROUNDS = 50
 
 
 def become_subreaper() -> bool:
@@ -336,26 +338,40 @@ def _read_children() -> list[int]:
     return [int(pid) for pid in data.split()]
 
 
-def _carries(pid: int, needle: bytes) -> bool:
+def _carries(pid: int, needle: bytes) -> bool | None:
+    """Whether the process's environment holds `needle`; None when it cannot tell yet: the
+    environment reads empty while the process is between fork and exec, and cannot be
+    read while it exits."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as environ:
-            return needle in environ.read()
+            data = environ.read()
     except OSError:
-        return False
+        return None
+    return needle in data if data else None
 
 
 def kill_orphans(token: str) -> int:
-    """Kill and reap the adopted orphans carrying `token`'s marker; reap dead orphans too."""
+    """Kill and reap the adopted orphans carrying `token`'s marker; reap dead orphans too.
+
+    An orphan whose environment cannot be read yet is looked at again, up to
+    `ORPHAN_ROUNDS` times a millisecond apart: it is either exiting (and reaped once dead)
+    or about to show its marker. One that cleared its environment stays unreadable, so
+    while it lives each agent's end spends up to those rounds on it.
+    """
     needle = f"{MARKER_VAR}={token}\0".encode()
     killed = 0
-    for _ in range(50):
+    for _ in range(ORPHAN_ROUNDS):
         adopted = adopted_children()
         if not adopted:
             break
-        targets = [pid for pid in adopted if _carries(pid, needle)]
-        _reap_dead(pid for pid in adopted if pid not in targets)
+        verdicts = {pid: _carries(pid, needle) for pid in adopted}
+        targets = [pid for pid, marked in verdicts.items() if marked]
+        _reap_dead(pid for pid, marked in verdicts.items() if not marked)
         if not targets:
-            break
+            if None not in verdicts.values():
+                break
+            time.sleep(0.001)
+            continue
         for pid in targets:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
