@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
-from orchestrator.connection import ThreadScript, connect
+from orchestrator.connection import TRANSIENT_ERRORS, ThreadScript, connect
 from orchestrator.settings import Settings
-from tests.faults import wait_until
+from tests.faults import redis_server, wait_until
 
 ECHO = "return {KEYS[1], ARGV[1]}"
 
@@ -89,3 +91,27 @@ def test_a_broken_connection_fails_one_call_then_is_dialled_again(
         call(["k"], ["2"])
     assert call(["k"], ["3"]) == ["k", "3"]
     named.close()
+
+
+def test_a_call_to_a_frozen_redis_fails_after_its_socket_timeout(tmp_path: Path) -> None:
+    """A call waits for a frozen Redis about its socket timeout, then raises a transient
+    error; once Redis answers again the next call succeeds."""
+    with redis_server(tmp_path) as server:
+        client = connect(Settings(redis_socket_timeout_s=0.5), server.url)
+        call = ThreadScript(client, client.register_script(ECHO))
+        assert call(["k"], ["1"]) == ["k", "1"]
+
+        server.freeze()
+        frozen = redis.Redis.from_url(server.url, socket_timeout=0.3, socket_connect_timeout=0.3)
+        with pytest.raises(TRANSIENT_ERRORS):
+            frozen.ping()  # the fault fired: Redis answers nobody
+        started = time.monotonic()
+        with pytest.raises(TRANSIENT_ERRORS):
+            call(["k"], ["2"])
+        waited_s = time.monotonic() - started
+        server.thaw()
+
+        assert 0.4 <= waited_s < 3.0
+        assert call(["k"], ["3"]) == ["k", "3"]
+        frozen.close()
+        client.close()
