@@ -129,10 +129,7 @@ class Fleet:
 
     def _settled_or_lost(self, run_id: str) -> RunAggregate | None:
         try:
-            aggregate = self.collector.aggregate(run_id)
-            if aggregate is not None:
-                return aggregate
-            progress = self.collector.progress(run_id)
+            found = self.collector.aggregate_or_deadline(run_id)
         except RunNotFoundError as err:
             raise RunLostError(
                 f"run {run_id!r} is not in Redis (never submitted, expired, "
@@ -141,7 +138,10 @@ class Fleet:
         except TRANSIENT_ERRORS:
             return None  # Redis is paused or restarting: keep waiting until the timeout.
 
-        if progress.deadline_at.timestamp() * 1000 < now_ms() - 1000:
+        if isinstance(found, RunAggregate):
+            return found
+
+        if found < now_ms() - 1000:
             # No reaper finalized the run (no worker is up): the waiter does it itself.
             self.collector.finalize(
                 run_id, FailureKind.DEADLINE_EXCEEDED, "the run's deadline passed", cancel=False

@@ -225,6 +225,19 @@ class Collector:
             return None
         return RunAggregate.model_validate_json(doc)
 
+    def aggregate_or_deadline(self, run_id: str) -> RunAggregate | int:
+        """The run's aggregate, or while it runs its deadline in epoch ms, in one round
+        trip; RunNotFoundError when the run is not in Redis."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(keys.run_key(run_id, "aggregate"))
+        pipe.hget(keys.run_key(run_id, "meta"), "deadline_ms")
+        doc, deadline_ms = pipe.execute()
+        if doc is not None:
+            return RunAggregate.model_validate_json(doc)
+        if deadline_ms is None:
+            raise RunNotFoundError(f"no run {run_id!r} in Redis")
+        return int(deadline_ms)
+
     def exists(self, run_id: str) -> bool:
         """Whether the run's state is in Redis."""
         return bool(self.redis.exists(keys.run_key(run_id, "meta")))

@@ -10,11 +10,13 @@ import redis
 from orchestrator import keys
 from orchestrator.collector import Collector, Lease
 from orchestrator.connection import connect
+from orchestrator.errors import RunNotFoundError
 from orchestrator.models import (
     AgentError,
     AgentOutcome,
     FailureKind,
     OutcomeStatus,
+    RunAggregate,
     RunSpec,
     RunStatus,
     Usage,
@@ -90,6 +92,24 @@ def test_the_settle_that_completes_the_set_writes_the_aggregate(
     assert [o.name for o in aggregate.successful] == ["a", "b"]
     assert [o.name for o in aggregate.failed] == ["c"]
     assert aggregate.labels == {"team": "qa"}
+
+
+def test_a_waiter_reads_the_deadline_until_the_aggregate_is_written(
+    collector: Collector, run_id: str
+) -> None:
+    """One read gives the deadline while the run goes, the aggregate after, or not found."""
+    spec = make_run(collector, run_id, ["a"])
+    deadline_ms = int(collector.progress(run_id).deadline_at.timestamp() * 1000)
+
+    running = collector.aggregate_or_deadline(run_id)
+    collector.settle(run_id, outcome("a"))
+    settled = collector.aggregate_or_deadline(run_id)
+
+    assert running == deadline_ms
+    assert isinstance(settled, RunAggregate)
+    assert settled.run_id == spec.run_id
+    with pytest.raises(RunNotFoundError):
+        collector.aggregate_or_deadline(f"{run_id}-unknown")
 
 
 def test_a_repeated_settle_is_a_no_op(collector: Collector, run_id: str) -> None:
