@@ -61,10 +61,10 @@ def handles_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def load_settings() -> Settings:
+def load_settings(batched_logs: bool = False) -> Settings:
     """Settings from the environment, with logging configured from them."""
     settings = Settings()
-    configure_logging(settings)
+    configure_logging(settings, batched=batched_logs)
     return settings
 
 
@@ -176,7 +176,7 @@ def worker_command(platforms: tuple[str, ...], concurrency: int | None, name: st
     """Start a worker serving the given platforms."""
     from workers.worker import run_worker
 
-    settings = load_settings()
+    settings = load_settings(batched_logs=True)
     run_worker(settings, list(platforms), concurrency or settings.worker_concurrency, name)
 
 

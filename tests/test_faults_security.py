@@ -292,6 +292,8 @@ def test_logs_and_flower_show_ids_but_no_prompt_output_or_credential(
         fetch(f"{flower}{page}")
         for page in ("/api/tasks", "/tasks", "/workers", "/broker", "/api/workers")
     ]
+    # The worker writes its info lines in batches, a fraction of a second late.
+    wait_until(lambda: '"agent": "quiet"' in worker.log(), 5)
     logs = [worker.log(), (tmp_path / "flower.log").read_text(errors="replace")]
 
     assert aggregate.outcome("quiet").output == f"{output}\n"
