@@ -24,6 +24,8 @@ from bench.variant import Variant
 from bench.variants import Agentfleet, Chord, Group
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# A quick run writes apart, so it never overwrites the full run the README quotes.
+QUICK_RESULTS = RESULTS / "quick"
 
 FIGURES = [
     report.Figure("latency_fast_ms", "latency, 1 run of 7 fast agents", "ms"),
@@ -58,7 +60,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="a few trials and small counts: proves the bench works (< 60 s)",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for latest.*")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="folder for latest.* (default: bench/results, or bench/results/quick with --quick)",
+    )
     parser.add_argument(
         "--render", type=Path, metavar="JSON", help="re-render a results file, measure nothing"
     )
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the bench, print the table, write latest.json and latest.md."""
     args = parse_args(argv)
     if args.render is not None:
-        rerender(args.render, args.out)
+        rerender(args.render, args.out or RESULTS)
         return
     quiet_logging()
     plan = QUICK if args.quick else Plan()
@@ -85,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     results["duration_s"] = round(time.monotonic() - started, 1)
     results["quick"] = args.quick
     text, markdown = render(results, plan)
-    report.write(results, args.out, text, markdown)
+    out = args.out or (QUICK_RESULTS if args.quick else RESULTS)
+    report.write(results, out, text, markdown)
     print(text)
     if any(results["checks"]["failed"].values()):
         sys.exit("bench: some aggregates differ from the expected one (see checks)")
