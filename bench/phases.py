@@ -35,7 +35,7 @@ class Plan:
     scale_agents: int = 1000
     scale_trials: int = 2
     # Equal steps, so both slopes span the same growth: a few hundred KiB of noise in one
-    # peak reading is then small against the ~14 MiB each step adds to Redis.
+    # peak reading is then small against the 15-16 MiB each step adds to Redis's peak.
     payloads_bytes: tuple[int, ...] = (0, 4096, 8192)
     payload_trials: int = 3
     slow_sleep_s: float = 0.2
